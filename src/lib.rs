@@ -1,0 +1,6 @@
+//! eifctl turns an enclave application into an AWS Nitro Enclave image (EIF) that anyone can
+//! rebuild bit for bit, and publishes its measurements signed.
+//!
+//! The library is organised along the one-way data flow of a release:
+//! recipe -> image -> ramdisks -> EIF -> measurements -> manifest -> signature -> release.
+//! Every module streams: an EIF or a root filesystem is never held in memory whole.
