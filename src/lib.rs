@@ -7,3 +7,6 @@
 
 pub mod eif;
 pub mod pcr;
+pub mod blobs;
+pub mod describe;
+pub mod diff;

@@ -33,6 +33,27 @@ impl BuildInfo {
     }
 }
 
+/// Formats a time as AWS's builder does (chrono's `to_rfc3339` in UTC), e.g.
+/// `2024-01-01T00:00:00+00:00`, with fractional seconds only when there are some.
+pub fn rfc3339_utc(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let frac = match t.nanosecond() {
+        0 => String::new(),
+        n if n % 1_000_000 == 0 => format!(".{:03}", n / 1_000_000),
+        n if n % 1_000 == 0 => format!(".{:06}", n / 1_000),
+        n => format!(".{n:09}"),
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{frac}+00:00",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// What AWS's builder writes for a field it could not determine.
 pub const UNKNOWN: &str = "Unknown";
 

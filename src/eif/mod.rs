@@ -10,7 +10,7 @@ mod metadata;
 mod reader;
 mod writer;
 
-pub use metadata::{BuildInfo, Metadata};
+pub use metadata::{BuildInfo, Metadata, rfc3339_utc};
 pub use reader::{EifFile, ReadError, Scan, Section, SectionDigests};
 pub use writer::{EifBuilder, Pcr0Signer, Source, WriteError, Written, trim_cmdline};
 pub use reader::{MAX_METADATA, MAX_SIGNATURE, Problem, SectionReader};

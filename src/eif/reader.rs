@@ -99,6 +99,8 @@ pub enum Problem {
     },
     #[error("metadata is not the JSON nitro-cli writes: {0}")]
     BadMetadata(#[source] serde_json::Error),
+    #[error("bad signature section: {0}")]
+    BadSignature(String),
     #[error("a ramdisk does not hold {0}")]
     MissingEntry(String),
     #[error("bad ramdisk: {0}")]

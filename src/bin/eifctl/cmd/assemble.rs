@@ -1,0 +1,171 @@
+//! `eifctl assemble`: an EIF from a kernel, a command line and ramdisks (AWS's `eif_build`).
+
+use std::path::PathBuf;
+
+use eifctl::eif::{Arch, BuildInfo, EifBuilder, Metadata, Source, trim_cmdline};
+use serde_json::json;
+
+use crate::Outcome;
+use crate::failure::{Failure, one_line};
+
+/// Assemble an EIF from its parts, deterministically, and print its measurements as
+/// nitro-cli does.
+///
+/// The first ramdisk is the bootstrap ramdisk (init and nsm.ko: PCR1), the others are the
+/// application (PCR2). Nothing is taken from the clock unless `--build-time now` asks for it:
+/// the same inputs give the same bytes.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("cmdline-source").required(true).args(["cmdline", "cmdline_file"])))]
+pub struct Args {
+    /// Kernel image (bzImage for x86_64, Image for aarch64).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: PathBuf,
+    /// Kernel command line.
+    #[arg(long, value_name = "TEXT")]
+    pub cmdline: Option<String>,
+    /// File holding the kernel command line (trimmed, as nitro-cli trims its cmdline blob).
+    #[arg(long, value_name = "FILE")]
+    pub cmdline_file: Option<PathBuf>,
+    /// A ramdisk (cpio archive); repeat for several, bootstrap ramdisk first.
+    #[arg(long = "ramdisk", value_name = "FILE", required = true)]
+    pub ramdisks: Vec<PathBuf>,
+    /// Where to write the EIF (written to a temporary file, then renamed).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Image architecture (x86_64 or aarch64), stored in the header flags.
+    #[arg(long, default_value = "x86_64")]
+    pub arch: Arch,
+    /// Image name for the metadata (default: the kernel's file name, as eif_build does).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Image version for the metadata.
+    #[arg(long, default_value = "1.0")]
+    pub version: String,
+    /// Build time for the metadata: RFC 3339, or `now`. Default: SOURCE_DATE_EPOCH if set,
+    /// else 1970-01-01T00:00:00+00:00.
+    #[arg(long, value_name = "RFC3339")]
+    pub build_time: Option<String>,
+    /// Custom metadata: a JSON object, inline (starting with `{`) or in a file.
+    #[arg(long, value_name = "JSON|FILE")]
+    pub metadata: Option<String>,
+    /// Kernel .config, to record the operating system and kernel version as nitro-cli does.
+    #[arg(long, value_name = "FILE")]
+    pub kernel_config: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<Outcome, Failure> {
+    let cmdline = match (&args.cmdline, &args.cmdline_file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => {
+            let raw = std::fs::read_to_string(path)
+                .map_err(|e| Failure::input(format!("reading {}: {}", path.display(), e)))?;
+            trim_cmdline(&raw).to_string()
+        }
+        (None, None) => unreachable!("clap requires one of --cmdline and --cmdline-file"),
+    };
+    let build_time = resolve_build_time(args.build_time.as_deref())?;
+    let custom = match &args.metadata {
+        None => serde_json::Value::Null,
+        Some(m) => custom_metadata(m)?,
+    };
+    let (operating_system, kernel_version) = match &args.kernel_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::input(format!("reading {}: {}", path.display(), e)))?;
+            BuildInfo::os_and_kernel_from_config(&text)
+        }
+        None => ("Generic Linux".to_string(), "Unknown version".to_string()),
+    };
+    let name = match args.name {
+        Some(n) => n,
+        None => args
+            .kernel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Failure::input(format!("--kernel {}: not a file", args.kernel.display())))?,
+    };
+    let metadata = Metadata {
+        image_name: name,
+        image_version: args.version,
+        build: BuildInfo {
+            build_time,
+            build_tool: env!("CARGO_PKG_NAME").into(),
+            build_tool_version: env!("CARGO_PKG_VERSION").into(),
+            operating_system,
+            kernel_version,
+        },
+        docker_info: serde_json::Value::Null,
+        custom,
+    };
+    let mut builder = EifBuilder::new(
+        args.arch,
+        Source::File(args.kernel.clone()),
+        cmdline,
+        &metadata,
+    );
+    for rd in &args.ramdisks {
+        builder = builder.ramdisk(Source::File(rd.clone()));
+    }
+    let written = builder.write_to(&args.output)?;
+    eprintln!(
+        "Wrote {} ({} bytes, {} sections)",
+        args.output.display(),
+        written.size,
+        written.sections.len()
+    );
+    super::print_json(&json!({
+        "Measurements": eifctl::describe::measurements_json(&written.measurements)
+    }));
+    Ok(Outcome::Ok)
+}
+
+/// The metadata build time: explicit, from SOURCE_DATE_EPOCH, or the Unix epoch; the clock only
+/// when asked with `now`.
+fn resolve_build_time(arg: Option<&str>) -> Result<String, Failure> {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let t = match arg {
+        Some("now") => OffsetDateTime::now_utc(),
+        Some(text) => OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
+            Failure::input(format!("--build-time {text:?}: not an RFC 3339 time: {e}"))
+        })?,
+        None => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) => {
+                let secs: i64 = v.trim().parse().map_err(|_| {
+                    Failure::input(format!("SOURCE_DATE_EPOCH={v:?}: not a number of seconds"))
+                })?;
+                OffsetDateTime::from_unix_timestamp(secs).map_err(|e| {
+                    Failure::input(format!("SOURCE_DATE_EPOCH={v:?}: {}", one_line(&e)))
+                })?
+            }
+            Err(_) => OffsetDateTime::UNIX_EPOCH,
+        },
+    };
+    Ok(eifctl::eif::rfc3339_utc(t))
+}
+
+fn custom_metadata(arg: &str) -> Result<serde_json::Value, Failure> {
+    let (text, origin) = if arg.trim_start().starts_with('{') {
+        (arg.to_string(), "--metadata".to_string())
+    } else {
+        let meta = std::fs::metadata(arg)
+            .map_err(|e| Failure::input(format!("--metadata {arg}: {e}")))?;
+        if meta.len() > 1 << 20 {
+            return Err(Failure::input(format!(
+                "--metadata {arg}: {} bytes, more than the 1 MiB nitro-cli accepts",
+                meta.len()
+            )));
+        }
+        let text = std::fs::read_to_string(arg)
+            .map_err(|e| Failure::input(format!("--metadata {arg}: {e}")))?;
+        (text, arg.to_string())
+    };
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::input(format!("{origin}: not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Failure::input(format!(
+            "{origin}: custom metadata must be a JSON object"
+        )));
+    }
+    Ok(value)
+}

@@ -1,0 +1,55 @@
+//! Turning library errors into one line and an exit code.
+
+use eifctl::eif::{ReadError, WriteError};
+
+/// A failed command: exit code 2 (usage or input) or 3 (environment), and the one-line reason.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn input(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    pub fn environment(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 3,
+            message: message.into(),
+        }
+    }
+}
+
+/// Errors are reported as one line: the chain of causes joined with ": ".
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s.replace('\n', " ")
+}
+
+impl From<ReadError> for Failure {
+    fn from(e: ReadError) -> Failure {
+        Failure::input(one_line(&e))
+    }
+}
+
+impl From<WriteError> for Failure {
+    fn from(e: WriteError) -> Failure {
+        match e {
+            WriteError::Output { .. } => Failure::environment(one_line(&e)),
+            _ => Failure::input(one_line(&e)),
+        }
+    }
+}

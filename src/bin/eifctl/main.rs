@@ -1,0 +1,57 @@
+//! The `eifctl` command line: parses arguments, runs one subcommand, maps the outcome to an exit
+//! code. All the work happens in the library; each subcommand lives in its own file.
+
+mod cmd;
+mod failure;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use failure::Failure;
+
+/// Reproducible AWS Nitro Enclave images and their signed measurements.
+///
+/// Exit codes: 0 success; 1 checked and it does not match; 2 usage or input error;
+/// 3 environment error (no Docker, no key, cannot write).
+#[derive(Debug, Parser)]
+#[command(name = "eifctl", version, about, long_about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Describe(cmd::describe::Args),
+    Assemble(cmd::assemble::Args),
+    Pcr(cmd::pcr::Args),
+    Diff(cmd::diff::Args),
+    #[command(subcommand)]
+    Blobs(cmd::blobs::Command),
+}
+
+/// What a subcommand reports when it ran to the end: success, or a checked mismatch.
+pub enum Outcome {
+    Ok,
+    Mismatch,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Describe(a) => cmd::describe::run(a),
+        Command::Assemble(a) => cmd::assemble::run(a),
+        Command::Pcr(a) => cmd::pcr::run(a),
+        Command::Diff(a) => cmd::diff::run(a),
+        Command::Blobs(c) => cmd::blobs::run(c),
+    };
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Mismatch) => ExitCode::from(1),
+        Err(f) => {
+            eprintln!("eifctl: error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
