@@ -172,15 +172,9 @@ pub fn diff(a: &EifFile, b: &EifFile) -> Result<EifDiff, ReadError> {
         if equal || x.is_none() || y.is_none() {
             continue;
         }
-        let find = |eif: &EifFile, rs: &[(String, &Section)]| {
-            rs.iter()
-                .find(|(n, _)| n == name)
-                .and_then(|(_, s)| s.ramdisk_index.map(|_| (*s).clone()))
-                .map(|s| (eif.section_reader(&s), s))
-        };
-        if let (Some((ra, s)), Some((rb, _))) = (find(a, &roles_a), find(b, &roles_b)) {
-            let index = s.ramdisk_index.expect("a ramdisk");
-            ramdisks.push(diff_ramdisks(index, ra, rb));
+        if let (Some(sa), Some(sb)) = (ramdisk_role(&roles_a, name), ramdisk_role(&roles_b, name)) {
+            let index = sa.ramdisk_index.expect("a ramdisk");
+            ramdisks.push(diff_ramdisks(index, a.section_reader(sa), b.section_reader(sb)));
         }
     }
 
@@ -200,6 +194,13 @@ fn pcr_pair(register: &'static str, a: Option<Pcr>, b: Option<Pcr>) -> PcrPair {
         b,
         equal: a == b,
     }
+}
+
+fn ramdisk_role<'a>(roles: &[(String, &'a Section)], name: &str) -> Option<&'a Section> {
+    roles
+        .iter()
+        .find(|(n, s)| n == name && s.ramdisk_index.is_some())
+        .map(|(_, s)| *s)
 }
 
 /// Names sections by role so that files with different section counts still pair up.
@@ -244,7 +245,14 @@ fn read_entries(
         match kind {
             cpio::Kind::File => {
                 let mut hasher = Sha256::new();
-                std::io::copy(&mut entry, &mut hasher).map_err(|e| e.to_string())?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = entry.read(&mut buf).map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
                 sha256 = Some(hex::encode(hasher.finalize()));
             }
             cpio::Kind::Symlink => {

@@ -5,8 +5,10 @@
 //! recipe -> image -> ramdisks -> EIF -> measurements -> manifest -> signature -> release.
 //! Every module streams: an EIF or a root filesystem is never held in memory whole.
 
-pub mod eif;
-pub mod pcr;
 pub mod blobs;
+pub mod cpio;
 pub mod describe;
 pub mod diff;
+pub mod eif;
+pub mod eif_signature;
+pub mod pcr;

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use failure::Failure;
 
 /// Reproducible AWS Nitro Enclave images and their signed measurements.
 ///
