@@ -46,14 +46,12 @@ pub fn extract(eif: &EifFile, dir: &Path) -> Result<Vec<PathBuf>, ExtractError> 
     let kernel = eif.section(SectionKind::Kernel).expect("validated in open");
     let kernel_name = eif.arch().kernel_blob_name();
     let staged_kernel = staging.path().join(kernel_name);
-    copy_to(
-        &mut eif.section_reader(kernel),
-        &staged_kernel,
-        0o644,
-    )
-    .map_err(write_err(&staged_kernel))?;
+    copy_to(&mut eif.section_reader(kernel), &staged_kernel, 0o644)
+        .map_err(write_err(&staged_kernel))?;
 
-    let cmdline = eif.section(SectionKind::Cmdline).expect("validated in open");
+    let cmdline = eif
+        .section(SectionKind::Cmdline)
+        .expect("validated in open");
     let mut text = eif.read_section(cmdline)?;
     text.push(b'\n');
     let staged_cmdline = staging.path().join(CMDLINE);

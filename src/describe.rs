@@ -130,7 +130,11 @@ impl Description {
             eif.header().default_cpus
         );
         let _ = writeln!(s, "\nSections:");
-        let _ = writeln!(s, "  {:>2}  {:<10} {:>14} {:>14}", "#", "type", "offset", "size");
+        let _ = writeln!(
+            s,
+            "  {:>2}  {:<10} {:>14} {:>14}",
+            "#", "type", "offset", "size"
+        );
         for sec in eif.sections() {
             let kind = match sec.ramdisk_index {
                 Some(i) => format!("ramdisk {i}"),
@@ -166,7 +170,11 @@ impl Description {
                 let _ = writeln!(
                     s,
                     "  signed  yes, signature {}",
-                    if sig.valid { "valid over PCR0" } else { "INVALID" }
+                    if sig.valid {
+                        "valid over PCR0"
+                    } else {
+                        "INVALID"
+                    }
                 );
                 let issuer: Vec<String> = sig
                     .certificate

@@ -13,8 +13,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::cpio;
-use crate::eif::{EifFile, ReadError, Section, SectionKind};
 use crate::describe::describe_scan;
+use crate::eif::{EifFile, ReadError, Section, SectionKind};
 use crate::pcr::Pcr;
 
 /// The registers side by side.
@@ -115,8 +115,16 @@ pub fn diff(a: &EifFile, b: &EifFile) -> Result<EifDiff, ReadError> {
     let desc_a = describe_scan(a, true)?;
     let desc_b = describe_scan(b, true)?;
     let (ma, mb) = (&desc_a.measurements, &desc_b.measurements);
-    let da = desc_a.scan.section_digests.as_deref().expect("asked for digests");
-    let db = desc_b.scan.section_digests.as_deref().expect("asked for digests");
+    let da = desc_a
+        .scan
+        .section_digests
+        .as_deref()
+        .expect("asked for digests");
+    let db = desc_b
+        .scan
+        .section_digests
+        .as_deref()
+        .expect("asked for digests");
 
     let measurements = vec![
         pcr_pair("PCR0", Some(ma.pcr0), Some(mb.pcr0)),
@@ -139,9 +147,21 @@ pub fn diff(a: &EifFile, b: &EifFile) -> Result<EifDiff, ReadError> {
     field("version", a.version().to_string(), b.version().to_string());
     field("arch", a.arch().to_string(), b.arch().to_string());
     let (ha, hb) = (a.header(), b.header());
-    field("default_mem", ha.default_mem.to_string(), hb.default_mem.to_string());
-    field("default_cpus", ha.default_cpus.to_string(), hb.default_cpus.to_string());
-    field("sections", a.sections().len().to_string(), b.sections().len().to_string());
+    field(
+        "default_mem",
+        ha.default_mem.to_string(),
+        hb.default_mem.to_string(),
+    );
+    field(
+        "default_cpus",
+        ha.default_cpus.to_string(),
+        hb.default_cpus.to_string(),
+    );
+    field(
+        "sections",
+        a.sections().len().to_string(),
+        b.sections().len().to_string(),
+    );
 
     let roles_a = roles(a);
     let roles_b = roles(b);
@@ -152,10 +172,13 @@ pub fn diff(a: &EifFile, b: &EifFile) -> Result<EifDiff, ReadError> {
         }
     }
     let summary = |eif_roles: &[(String, &Section)], digests: &[[u8; 48]], name: &str| {
-        eif_roles.iter().find(|(n, _)| n == name).map(|(_, s)| SectionSummary {
-            size: s.size,
-            sha384: hex::encode(digests[s.index]),
-        })
+        eif_roles
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| SectionSummary {
+                size: s.size,
+                sha384: hex::encode(digests[s.index]),
+            })
     };
     let mut sections = Vec::new();
     let mut ramdisks = Vec::new();
@@ -174,7 +197,11 @@ pub fn diff(a: &EifFile, b: &EifFile) -> Result<EifDiff, ReadError> {
         }
         if let (Some(sa), Some(sb)) = (ramdisk_role(&roles_a, name), ramdisk_role(&roles_b, name)) {
             let index = sa.ramdisk_index.expect("a ramdisk");
-            ramdisks.push(diff_ramdisks(index, a.section_reader(sa), b.section_reader(sb)));
+            ramdisks.push(diff_ramdisks(
+                index,
+                a.section_reader(sa),
+                b.section_reader(sb),
+            ));
         }
     }
 
@@ -218,9 +245,7 @@ fn roles(eif: &EifFile) -> Vec<(String, &Section)> {
 }
 
 /// Reads a ramdisk's entries (gzip-compressed ramdisks are decompressed on the fly).
-fn read_entries(
-    reader: impl Read,
-) -> Result<(Vec<EntrySummary>, cpio::End, bool), String> {
+fn read_entries(reader: impl Read) -> Result<(Vec<EntrySummary>, cpio::End, bool), String> {
     let mut buffered = BufReader::new(reader);
     let mut magic = [0u8; 2];
     let peek = std::io::BufRead::fill_buf(&mut buffered).map_err(|e| e.to_string())?;
@@ -355,8 +380,16 @@ pub fn diff_ramdisks(index: usize, a: impl Read, b: impl Read) -> RamdiskDiff {
             out.added.push(e.clone());
         }
     }
-    let common_a: Vec<_> = ka.iter().filter(|(k, _)| map_b.contains_key(k)).map(|(k, _)| k).collect();
-    let common_b: Vec<_> = kb.iter().filter(|(k, _)| map_a.contains_key(k)).map(|(k, _)| k).collect();
+    let common_a: Vec<_> = ka
+        .iter()
+        .filter(|(k, _)| map_b.contains_key(k))
+        .map(|(k, _)| k)
+        .collect();
+    let common_b: Vec<_> = kb
+        .iter()
+        .filter(|(k, _)| map_a.contains_key(k))
+        .map(|(k, _)| k)
+        .collect();
     out.order_differs = common_a != common_b;
 
     if lower_a != lower_b {
@@ -377,14 +410,23 @@ pub fn diff_ramdisks(index: usize, a: impl Read, b: impl Read) -> RamdiskDiff {
             end_b.trailer.devminor
         ));
     }
-    if (end_a.trailing_len, end_a.trailing_all_zero) != (end_b.trailing_len, end_b.trailing_all_zero)
+    if (end_a.trailing_len, end_a.trailing_all_zero)
+        != (end_b.trailing_len, end_b.trailing_all_zero)
     {
         out.encoding.push(format!(
             "after the trailer: {} bytes{} vs {} bytes{}",
             end_a.trailing_len,
-            if end_a.trailing_all_zero { "" } else { " (not all zero)" },
+            if end_a.trailing_all_zero {
+                ""
+            } else {
+                " (not all zero)"
+            },
             end_b.trailing_len,
-            if end_b.trailing_all_zero { "" } else { " (not all zero)" }
+            if end_b.trailing_all_zero {
+                ""
+            } else {
+                " (not all zero)"
+            }
         ));
     }
     out
@@ -468,10 +510,18 @@ impl EifDiff {
                 continue;
             }
             for e in &rd.added {
-                let _ = writeln!(s, "  + {}  ({}, {}, {}:{}, {} bytes)", e.path, e.kind, e.mode, e.uid, e.gid, e.size);
+                let _ = writeln!(
+                    s,
+                    "  + {}  ({}, {}, {}:{}, {} bytes)",
+                    e.path, e.kind, e.mode, e.uid, e.gid, e.size
+                );
             }
             for e in &rd.removed {
-                let _ = writeln!(s, "  - {}  ({}, {}, {}:{}, {} bytes)", e.path, e.kind, e.mode, e.uid, e.gid, e.size);
+                let _ = writeln!(
+                    s,
+                    "  - {}  ({}, {}, {}:{}, {} bytes)",
+                    e.path, e.kind, e.mode, e.uid, e.gid, e.size
+                );
             }
             for c in &rd.changed {
                 let what: Vec<String> = c
@@ -493,7 +543,10 @@ impl EifDiff {
                 && !rd.order_differs
                 && rd.encoding.is_empty()
             {
-                let _ = writeln!(s, "  entries identical; the archives differ in their bytes only");
+                let _ = writeln!(
+                    s,
+                    "  entries identical; the archives differ in their bytes only"
+                );
             }
         }
         s

@@ -140,6 +140,9 @@ pub enum Part {
     App,
 }
 
+/// The PCR1 and PCR2 digests, from the thread that computes both.
+type BootAndApp = ([u8; PCR_LEN], [u8; PCR_LEN]);
+
 enum Job {
     Data(Part, Chunk),
 }
@@ -150,7 +153,7 @@ enum Job {
 /// blocks instead of queueing.
 pub struct Measurer {
     image: Option<(SyncSender<Job>, JoinHandle<[u8; PCR_LEN]>)>,
-    split: Option<(SyncSender<Job>, JoinHandle<([u8; PCR_LEN], [u8; PCR_LEN])>)>,
+    split: Option<(SyncSender<Job>, JoinHandle<BootAndApp>)>,
 }
 
 impl Default for Measurer {
@@ -237,7 +240,7 @@ fn hash_all(rx: Receiver<Job>) -> [u8; PCR_LEN] {
     h.finalize().into()
 }
 
-fn hash_split(rx: Receiver<Job>) -> ([u8; PCR_LEN], [u8; PCR_LEN]) {
+fn hash_split(rx: Receiver<Job>) -> BootAndApp {
     let mut boot = Sha384::new();
     let mut app = Sha384::new();
     for Job::Data(part, chunk) in rx {

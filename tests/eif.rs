@@ -73,7 +73,9 @@ fn open_bytes(dir: &Path, bytes: &[u8]) -> Result<EifFile, eifctl::eif::ReadErro
 }
 
 fn problem(dir: &Path, bytes: &[u8]) -> Problem {
-    open_bytes(dir, bytes).expect_err("should be rejected").problem
+    open_bytes(dir, bytes)
+        .expect_err("should be rejected")
+        .problem
 }
 
 fn set_u64(b: &mut [u8], at: usize, v: u64) {
@@ -104,9 +106,21 @@ fn pcrs_equal_sha384sum_of_the_concatenated_sections_extended() {
 
         let scan = EifFile::open(&out).unwrap().scan(false).unwrap();
         for m in [written.measurements, scan.measurements] {
-            assert_eq!(m.pcr0.to_hex(), pcr_by_shell(&all), "PCR0 with {ramdisks:?}");
-            assert_eq!(m.pcr1.to_hex(), pcr_by_shell(&boot), "PCR1 with {ramdisks:?}");
-            assert_eq!(m.pcr2.to_hex(), pcr_by_shell(&app), "PCR2 with {ramdisks:?}");
+            assert_eq!(
+                m.pcr0.to_hex(),
+                pcr_by_shell(&all),
+                "PCR0 with {ramdisks:?}"
+            );
+            assert_eq!(
+                m.pcr1.to_hex(),
+                pcr_by_shell(&boot),
+                "PCR1 with {ramdisks:?}"
+            );
+            assert_eq!(
+                m.pcr2.to_hex(),
+                pcr_by_shell(&app),
+                "PCR2 with {ramdisks:?}"
+            );
         }
     }
 }
@@ -146,9 +160,21 @@ fn writer_lays_out_header_sections_and_crc_as_aws_does() {
     ];
     let mut pos = 548usize;
     for (i, (kind, data)) in expected.iter().enumerate() {
-        assert_eq!(get_u64(&b, OFFSETS + 8 * i), pos as u64, "offset of section {i}");
-        assert_eq!(get_u64(&b, SIZES + 8 * i), data.len() as u64, "size of section {i}");
-        assert_eq!(u16::from_be_bytes([b[pos], b[pos + 1]]), *kind, "type of section {i}");
+        assert_eq!(
+            get_u64(&b, OFFSETS + 8 * i),
+            pos as u64,
+            "offset of section {i}"
+        );
+        assert_eq!(
+            get_u64(&b, SIZES + 8 * i),
+            data.len() as u64,
+            "size of section {i}"
+        );
+        assert_eq!(
+            u16::from_be_bytes([b[pos], b[pos + 1]]),
+            *kind,
+            "type of section {i}"
+        );
         assert_eq!(&b[pos + 2..pos + 4], &[0, 0], "flags of section {i}");
         assert_eq!(get_u64(&b, pos + 4), data.len() as u64);
         assert_eq!(&b[pos + 12..pos + 12 + data.len()], *data);
@@ -168,7 +194,16 @@ fn writer_lays_out_header_sections_and_crc_as_aws_does() {
         u32::from_be_bytes(b[544..548].try_into().unwrap()),
         crc.parse::<u32>().unwrap()
     );
-    assert_eq!(b, compose(4, &expected.iter().map(|(k, d)| (*k, d.to_vec())).collect::<Vec<_>>()));
+    assert_eq!(
+        b,
+        compose(
+            4,
+            &expected
+                .iter()
+                .map(|(k, d)| (*k, d.to_vec()))
+                .collect::<Vec<_>>()
+        )
+    );
 }
 
 #[test]
@@ -205,8 +240,18 @@ fn streamed_ramdisk_of_unknown_size_is_measured_and_patched_in() {
     .unwrap();
     let reference = dir.path().join("reference.eif");
     build(&parts, &reference);
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&reference).unwrap());
-    assert_eq!(w.measurements, EifFile::open(&out).unwrap().scan(false).unwrap().measurements);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&reference).unwrap()
+    );
+    assert_eq!(
+        w.measurements,
+        EifFile::open(&out)
+            .unwrap()
+            .scan(false)
+            .unwrap()
+            .measurements
+    );
 }
 
 #[test]
@@ -215,10 +260,15 @@ fn a_failed_write_leaves_no_output_and_no_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let parts = write_parts(dir.path(), 9, &[10]);
     let out = dir.path().join("never.eif");
-    let err = EifBuilder::new(Arch::X86_64, Source::File(parts.kernel.clone()), "x", &metadata("t"))
-        .ramdisk(Source::File(dir.path().join("missing-ramdisk")))
-        .write_to(&out)
-        .unwrap_err();
+    let err = EifBuilder::new(
+        Arch::X86_64,
+        Source::File(parts.kernel.clone()),
+        "x",
+        &metadata("t"),
+    )
+    .ramdisk(Source::File(dir.path().join("missing-ramdisk")))
+    .write_to(&out)
+    .unwrap_err();
     assert!(matches!(err, WriteError::Input { .. }), "{err}");
     assert!(err.to_string().contains("missing-ramdisk"), "{err}");
     let left: Vec<_> = std::fs::read_dir(dir.path())
@@ -235,10 +285,15 @@ fn aarch64_images_set_flag_bit_zero() {
     let dir = tempfile::tempdir().unwrap();
     let parts = write_parts(dir.path(), 1, &[10]);
     let out = dir.path().join("arm.eif");
-    EifBuilder::new(Arch::Aarch64, Source::File(parts.kernel.clone()), "x", &metadata("t"))
-        .ramdisk(Source::File(parts.ramdisks[0].clone()))
-        .write_to(&out)
-        .unwrap();
+    EifBuilder::new(
+        Arch::Aarch64,
+        Source::File(parts.kernel.clone()),
+        "x",
+        &metadata("t"),
+    )
+    .ramdisk(Source::File(parts.ramdisks[0].clone()))
+    .write_to(&out)
+    .unwrap();
     let b = std::fs::read(&out).unwrap();
     assert_eq!(u16::from_be_bytes([b[6], b[7]]), 1);
     assert_eq!(EifFile::open(&out).unwrap().arch(), Arch::Aarch64);
@@ -262,20 +317,35 @@ fn versions_2_and_3_without_metadata_are_read() {
 fn sections_are_measured_in_file_order_whatever_the_order() {
     let dir = tempfile::tempdir().unwrap();
     let s = valid_sections();
-    let reordered = vec![s[2].clone(), s[1].clone(), s[0].clone(), s[3].clone(), s[4].clone()];
+    let reordered = vec![
+        s[2].clone(),
+        s[1].clone(),
+        s[0].clone(),
+        s[3].clone(),
+        s[4].clone(),
+    ];
     let eif = open_bytes(dir.path(), &compose(4, &reordered)).unwrap();
     let m = eif.scan(false).unwrap().measurements;
     let cat = |parts: &[&[u8]]| parts.concat();
     assert_eq!(m.pcr1, Pcr::of_bytes(&cat(&[&s[1].1, &s[0].1, &s[3].1])));
-    assert_eq!(m.pcr0, Pcr::of_bytes(&cat(&[&s[1].1, &s[0].1, &s[3].1, &s[4].1])));
+    assert_eq!(
+        m.pcr0,
+        Pcr::of_bytes(&cat(&[&s[1].1, &s[0].1, &s[3].1, &s[4].1]))
+    );
 }
 
 #[test]
 fn rejects_files_that_are_not_eifs() {
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(problem(dir.path(), b""), Problem::NotEif { .. }));
-    assert!(matches!(problem(dir.path(), b".ei"), Problem::NotEif { .. }));
-    assert!(matches!(problem(dir.path(), &random_bytes(4, 5000)), Problem::NotEif { .. }));
+    assert!(matches!(
+        problem(dir.path(), b".ei"),
+        Problem::NotEif { .. }
+    ));
+    assert!(matches!(
+        problem(dir.path(), &random_bytes(4, 5000)),
+        Problem::NotEif { .. }
+    ));
     let e = open_bytes(dir.path(), b"\x7fELF and more").unwrap_err();
     assert!(e.to_string().contains("x.eif: offset 0: not an EIF"), "{e}");
 }
@@ -284,7 +354,10 @@ fn rejects_files_that_are_not_eifs() {
 fn rejects_a_file_truncated_anywhere() {
     let dir = tempfile::tempdir().unwrap();
     let full = compose(4, &valid_sections());
-    for cut in (4..full.len()).step_by(97).chain([547, 548, 559, 560, full.len() - 1]) {
+    for cut in (4..full.len())
+        .step_by(97)
+        .chain([547, 548, 559, 560, full.len() - 1])
+    {
         let p = problem(dir.path(), &full[..cut]);
         assert!(
             matches!(p, Problem::Truncated { .. } | Problem::PastEnd { .. }),
@@ -298,9 +371,15 @@ fn rejects_unsupported_versions_and_unknown_flags() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = compose(4, &valid_sections());
     b[5] = 5;
-    assert!(matches!(problem(dir.path(), &b), Problem::UnsupportedVersion(5)));
+    assert!(matches!(
+        problem(dir.path(), &b),
+        Problem::UnsupportedVersion(5)
+    ));
     b[5] = 1;
-    assert!(matches!(problem(dir.path(), &b), Problem::UnsupportedVersion(1)));
+    assert!(matches!(
+        problem(dir.path(), &b),
+        Problem::UnsupportedVersion(1)
+    ));
     let mut b = compose(4, &valid_sections());
     b[7] = 2;
     assert!(matches!(problem(dir.path(), &b), Problem::UnknownFlags(2)));
@@ -324,7 +403,17 @@ fn rejects_a_section_table_that_disagrees_with_the_section_headers() {
     let size = get_u64(&b, SIZES + 8);
     set_u64(&mut b, SIZES + 8, size - 1);
     let p = problem(dir.path(), &b);
-    assert!(matches!(p, Problem::TableMismatch { index: 1, field: "size", .. }), "{p}");
+    assert!(
+        matches!(
+            p,
+            Problem::TableMismatch {
+                index: 1,
+                field: "size",
+                ..
+            }
+        ),
+        "{p}"
+    );
 
     // The two equal-sized ramdisks swapped in the table: in range, no overlap, wrong order.
     let mut b = compose(4, &valid_sections());
@@ -332,7 +421,17 @@ fn rejects_a_section_table_that_disagrees_with_the_section_headers() {
     set_u64(&mut b, OFFSETS + 24, o4);
     set_u64(&mut b, OFFSETS + 32, o3);
     let p = problem(dir.path(), &b);
-    assert!(matches!(p, Problem::TableMismatch { index: 3, field: "offset", .. }), "{p}");
+    assert!(
+        matches!(
+            p,
+            Problem::TableMismatch {
+                index: 3,
+                field: "offset",
+                ..
+            }
+        ),
+        "{p}"
+    );
 }
 
 #[test]
@@ -341,16 +440,25 @@ fn rejects_overlapping_sections_and_sections_past_the_end() {
     let mut b = compose(4, &valid_sections());
     let o3 = get_u64(&b, OFFSETS + 24);
     set_u64(&mut b, OFFSETS + 32, o3 + 12);
-    assert!(matches!(problem(dir.path(), &b), Problem::Overlap { a: 3, b: 4 }));
+    assert!(matches!(
+        problem(dir.path(), &b),
+        Problem::Overlap { a: 3, b: 4 }
+    ));
 
     let mut b = compose(4, &valid_sections());
     let s4 = get_u64(&b, SIZES + 32);
     set_u64(&mut b, SIZES + 32, s4 + 1000);
-    assert!(matches!(problem(dir.path(), &b), Problem::PastEnd { index: 4, .. }));
+    assert!(matches!(
+        problem(dir.path(), &b),
+        Problem::PastEnd { index: 4, .. }
+    ));
 
     let mut b = compose(4, &valid_sections());
     set_u64(&mut b, SIZES + 32, u64::MAX);
-    assert!(matches!(problem(dir.path(), &b), Problem::PastEnd { index: 4, .. }));
+    assert!(matches!(
+        problem(dir.path(), &b),
+        Problem::PastEnd { index: 4, .. }
+    ));
 }
 
 #[test]
@@ -358,7 +466,10 @@ fn rejects_table_entries_past_the_section_count() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = compose(4, &valid_sections());
     set_u64(&mut b, OFFSETS + 8 * 31, 1);
-    assert!(matches!(problem(dir.path(), &b), Problem::StaleTableEntry { index: 31, .. }));
+    assert!(matches!(
+        problem(dir.path(), &b),
+        Problem::StaleTableEntry { index: 31, .. }
+    ));
 }
 
 #[test]
@@ -368,7 +479,10 @@ fn rejects_invalid_section_types() {
         let mut s = valid_sections();
         s[3].0 = bad;
         let p = problem(dir.path(), &compose(4, &s));
-        assert!(matches!(p, Problem::InvalidType { index: 3, kind } if kind == bad), "{p}");
+        assert!(
+            matches!(p, Problem::InvalidType { index: 3, kind } if kind == bad),
+            "{p}"
+        );
     }
 }
 
@@ -388,30 +502,66 @@ fn rejects_missing_and_duplicate_required_sections() {
         s.retain(|(k, _)| *k != kind);
         s
     };
-    assert!(matches!(problem(dir.path(), &compose(4, &without(KERNEL))), Problem::Missing(SectionKind::Kernel)));
-    assert!(matches!(problem(dir.path(), &compose(4, &without(CMDLINE))), Problem::Missing(SectionKind::Cmdline)));
-    assert!(matches!(problem(dir.path(), &compose(4, &without(RAMDISK))), Problem::Missing(SectionKind::Ramdisk)));
-    assert!(matches!(problem(dir.path(), &compose(4, &without(METADATA))), Problem::Missing(SectionKind::Metadata)));
+    assert!(matches!(
+        problem(dir.path(), &compose(4, &without(KERNEL))),
+        Problem::Missing(SectionKind::Kernel)
+    ));
+    assert!(matches!(
+        problem(dir.path(), &compose(4, &without(CMDLINE))),
+        Problem::Missing(SectionKind::Cmdline)
+    ));
+    assert!(matches!(
+        problem(dir.path(), &compose(4, &without(RAMDISK))),
+        Problem::Missing(SectionKind::Ramdisk)
+    ));
+    assert!(matches!(
+        problem(dir.path(), &compose(4, &without(METADATA))),
+        Problem::Missing(SectionKind::Metadata)
+    ));
 
     let mut s = valid_sections();
     s.push((KERNEL, b"again".to_vec()));
-    assert!(matches!(problem(dir.path(), &compose(4, &s)), Problem::Duplicate(SectionKind::Kernel)));
+    assert!(matches!(
+        problem(dir.path(), &compose(4, &s)),
+        Problem::Duplicate(SectionKind::Kernel)
+    ));
     let mut s = valid_sections();
     s.push((SIGNATURE, b"a".to_vec()));
     s.push((SIGNATURE, b"b".to_vec()));
-    assert!(matches!(problem(dir.path(), &compose(4, &s)), Problem::Duplicate(SectionKind::Signature)));
+    assert!(matches!(
+        problem(dir.path(), &compose(4, &s)),
+        Problem::Duplicate(SectionKind::Signature)
+    ));
 }
 
 #[test]
 fn rejects_sections_the_version_does_not_have() {
     let dir = tempfile::tempdir().unwrap();
     let p = problem(dir.path(), &compose(3, &valid_sections()));
-    assert!(matches!(p, Problem::NotAllowed { kind: SectionKind::Metadata, version: 3 }), "{p}");
+    assert!(
+        matches!(
+            p,
+            Problem::NotAllowed {
+                kind: SectionKind::Metadata,
+                version: 3
+            }
+        ),
+        "{p}"
+    );
     let mut s = valid_sections();
     s.retain(|(k, _)| *k != METADATA);
     s.push((SIGNATURE, b"sig".to_vec()));
     let p = problem(dir.path(), &compose(2, &s));
-    assert!(matches!(p, Problem::NotAllowed { kind: SectionKind::Signature, version: 2 }), "{p}");
+    assert!(
+        matches!(
+            p,
+            Problem::NotAllowed {
+                kind: SectionKind::Signature,
+                version: 2
+            }
+        ),
+        "{p}"
+    );
 }
 
 #[test]

@@ -65,7 +65,9 @@ pub enum Problem {
     SectionCount(u16),
     #[error("section table entry {index} is past the section count {count} but not zero")]
     StaleTableEntry { index: usize, count: u16 },
-    #[error("section {index} (offset {offset}, {size} bytes of data) ends past the end of the file ({len} bytes)")]
+    #[error(
+        "section {index} (offset {offset}, {size} bytes of data) ends past the end of the file ({len} bytes)"
+    )]
     PastEnd {
         index: usize,
         offset: u64,
@@ -74,14 +76,18 @@ pub enum Problem {
     },
     #[error("sections {a} and {b} overlap in the section table")]
     Overlap { a: usize, b: usize },
-    #[error("section table says section {index} {field} is {table}, but the section headers give {actual}")]
+    #[error(
+        "section table says section {index} {field} is {table}, but the section headers give {actual}"
+    )]
     TableMismatch {
         index: usize,
         field: &'static str,
         table: u64,
         actual: u64,
     },
-    #[error("section {index} has invalid type {kind} (valid: 1 kernel, 2 cmdline, 3 ramdisk, 4 signature, 5 metadata)")]
+    #[error(
+        "section {index} has invalid type {kind} (valid: 1 kernel, 2 cmdline, 3 ramdisk, 4 signature, 5 metadata)"
+    )]
     InvalidType { index: usize, kind: u16 },
     #[error("{0} bytes follow the last section")]
     TrailingData(u64),
@@ -271,7 +277,8 @@ impl EifFile {
                 ));
             }
             let mut sh = [0u8; SECTION_HEADER_LEN];
-            let got = read_at_most(&file, &mut sh, pos).map_err(|e| err(Some(pos), Problem::Io(e)))?;
+            let got =
+                read_at_most(&file, &mut sh, pos).map_err(|e| err(Some(pos), Problem::Io(e)))?;
             if got < SECTION_HEADER_LEN {
                 return Err(err(
                     Some(pos),
@@ -414,7 +421,9 @@ impl EifFile {
 
     /// Ramdisks in order (the first is the bootstrap ramdisk).
     pub fn ramdisks(&self) -> impl Iterator<Item = &Section> {
-        self.sections.iter().filter(|s| s.kind == SectionKind::Ramdisk)
+        self.sections
+            .iter()
+            .filter(|s| s.kind == SectionKind::Ramdisk)
     }
 
     /// Streams one section's data; independent of any other reader of the same file.
@@ -631,7 +640,10 @@ impl SectionHasher {
 
     fn finish(self, sections: usize) -> SectionDigests {
         drop(self.tx);
-        let done = self.handle.join().expect("the section hashing thread panicked");
+        let done = self
+            .handle
+            .join()
+            .expect("the section hashing thread panicked");
         // Empty sections never send a chunk: their digest is that of no bytes.
         let empty: [u8; PCR_LEN] = Sha384::digest(b"").into();
         let mut out = vec![empty; sections];

@@ -75,7 +75,9 @@ pub enum WriteError {
         expected: u64,
         actual: u64,
     },
-    #[error("{0} sections: an EIF holds at most 32 (kernel, cmdline, metadata, signature and at most 28 ramdisks)")]
+    #[error(
+        "{0} sections: an EIF holds at most 32 (kernel, cmdline, metadata, signature and at most 28 ramdisks)"
+    )]
     TooManySections(usize),
     #[error("an EIF needs at least one ramdisk")]
     NoRamdisk,
@@ -115,7 +117,12 @@ pub struct EifBuilder {
 
 impl EifBuilder {
     /// `cmdline` is stored as given: callers trim it as nitro-cli does (see [`trim_cmdline`]).
-    pub fn new(arch: Arch, kernel: Source, cmdline: impl Into<Vec<u8>>, metadata: &Metadata) -> Self {
+    pub fn new(
+        arch: Arch,
+        kernel: Source,
+        cmdline: impl Into<Vec<u8>>,
+        metadata: &Metadata,
+    ) -> Self {
         EifBuilder {
             arch,
             default_mem: DEFAULT_MEM,
@@ -169,12 +176,13 @@ impl EifBuilder {
             .prefix(".eifctl-")
             .suffix(".eif.tmp")
             .tempfile_in(dir)
-            .map_err(io_err(format!("creating a temporary file in {}", dir.display())))?;
+            .map_err(io_err(format!(
+                "creating a temporary file in {}",
+                dir.display()
+            )))?;
         let written = self.write_into(tmp.as_file_mut())?;
         let what = format!("writing {}", output.display());
-        tmp.as_file()
-            .sync_all()
-            .map_err(io_err(what.clone()))?;
+        tmp.as_file().sync_all().map_err(io_err(what.clone()))?;
         set_mode_644(tmp.as_file()).map_err(io_err(what.clone()))?;
         tmp.persist(output).map_err(|e| WriteError::Output {
             what,
@@ -215,7 +223,11 @@ impl EifBuilder {
         w.pos = HEADER_LEN as u64;
 
         w.section(SectionKind::Kernel, Some(Part::Boot), self.kernel)?;
-        w.section(SectionKind::Cmdline, Some(Part::Boot), Source::Bytes(self.cmdline))?;
+        w.section(
+            SectionKind::Cmdline,
+            Some(Part::Boot),
+            Source::Bytes(self.cmdline),
+        )?;
         w.section(SectionKind::Metadata, None, Source::Bytes(self.metadata))?;
         for (i, rd) in self.ramdisks.into_iter().enumerate() {
             let part = if i == 0 { Part::Boot } else { Part::App };
@@ -339,7 +351,9 @@ impl SectionWriter<'_> {
             flags: 0,
             size: expected.unwrap_or(0),
         };
-        self.out.write_all(&placeholder.to_bytes()).map_err(out_err)?;
+        self.out
+            .write_all(&placeholder.to_bytes())
+            .map_err(out_err)?;
         let mut data_crc = crc32fast::Hasher::new();
         let mut size = 0u64;
         loop {

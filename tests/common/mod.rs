@@ -113,10 +113,7 @@ pub fn sh(script: &str) -> String {
 
 /// The PCR of the concatenation of `files`, computed by coreutils/openssl, not by eifctl.
 pub fn pcr_by_shell(files: &[&Path]) -> String {
-    let list: Vec<String> = files
-        .iter()
-        .map(|p| format!("'{}'", p.display()))
-        .collect();
+    let list: Vec<String> = files.iter().map(|p| format!("'{}'", p.display())).collect();
     let cat = if list.is_empty() {
         "printf ''".to_string()
     } else {

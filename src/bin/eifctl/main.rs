@@ -8,13 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-
 /// Reproducible AWS Nitro Enclave images and their signed measurements.
 ///
 /// Exit codes: 0 success; 1 checked and it does not match; 2 usage or input error;
 /// 3 environment error (no Docker, no key, cannot write).
 #[derive(Debug, Parser)]
-#[command(name = "eifctl", version, about, long_about, propagate_version = true)]
+#[command(name = "eifctl", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,5 +51,14 @@ fn main() -> ExitCode {
             eprintln!("eifctl: error: {}", f.message);
             ExitCode::from(f.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -82,7 +82,9 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
             .kernel
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| Failure::input(format!("--kernel {}: not a file", args.kernel.display())))?,
+            .ok_or_else(|| {
+                Failure::input(format!("--kernel {}: not a file", args.kernel.display()))
+            })?,
     };
     let metadata = Metadata {
         image_name: name,
@@ -145,11 +147,11 @@ fn resolve_build_time(arg: Option<&str>) -> Result<String, Failure> {
 }
 
 fn custom_metadata(arg: &str) -> Result<serde_json::Value, Failure> {
-    let (text, origin) = if arg.trim_start().starts_with('{') {
+    let (text, origin) = if arg.trim_start().starts_with(['{', '[']) {
         (arg.to_string(), "--metadata".to_string())
     } else {
-        let meta = std::fs::metadata(arg)
-            .map_err(|e| Failure::input(format!("--metadata {arg}: {e}")))?;
+        let meta =
+            std::fs::metadata(arg).map_err(|e| Failure::input(format!("--metadata {arg}: {e}")))?;
         if meta.len() > 1 << 20 {
             return Err(Failure::input(format!(
                 "--metadata {arg}: {} bytes, more than the 1 MiB nitro-cli accepts",
