@@ -224,10 +224,15 @@ pub fn pcr8(cert_der: &[u8]) -> [u8; 48] {
 ///   the dotted OID when OpenSSL has no name for it; a repeated attribute
 ///   keeps its last value (it is a `BTreeMap` insert);
 /// - issuer values: `format!("{:?}", ASN1_STRING_to_UTF8(..))` with every
-///   `"` removed; `error` when OpenSSL could not convert the string;
+///   `"` removed, so an inner quote leaves the backslash that escaped it
+///   (`Acme "Q"` → `Acme \Q\`); `error` when OpenSSL could not convert;
 /// - `Algorithm`: the long name of the outer signature algorithm;
 /// - dates: `ASN1_TIME_print`, e.g. `Jan  1 00:00:00 2024 GMT`;
 /// - `Signature`: the signature bits as `XX:XX:…`, uppercase.
+///
+/// We parse with x509-cert's RFC 5280 profile, which is stricter than
+/// OpenSSL (e.g. no BER, no UniversalString, UTCTime from 1970): such a
+/// certificate is an error here where nitro-cli would still describe it.
 pub fn certificate_info(cert_der: &[u8]) -> Result<CertificateInfo, SignatureError> {
     let cert = parse_certificate(cert_der)?;
     let tbs = cert.tbs_certificate();
