@@ -31,3 +31,14 @@ as_root() {
 docker_answers() {
     command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1
 }
+
+# Where dockerd is, also when PATH lacks the sbin directories (as a user's PATH on Debian
+# does); prints nothing and fails when it is not installed.
+dockerd_path() {
+    command -v dockerd 2>/dev/null && return 0
+    local p
+    for p in /usr/sbin/dockerd /usr/bin/dockerd /usr/local/sbin/dockerd /usr/local/bin/dockerd; do
+        [ -x "$p" ] && { printf '%s\n' "$p"; return 0; }
+    done
+    return 1
+}
