@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod cpio;
 pub mod describe;
 pub mod diff;
+pub mod docker;
 pub mod eif;
 pub mod eif_signature;
 pub mod pcr;
