@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value, json};
 
 use crate::eif::{EifFile, Metadata, Problem, ReadError, Scan, SectionKind};
-use crate::eif_signature::{CertificateInfo, SignatureSection};
+use crate::eif::signature::{CertificateInfo, SignatureSection};
 use crate::pcr::{Measurements, NITRO_CLI_HASH_ALGORITHM, Pcr};
 
 /// The signature section, checked.
@@ -49,13 +49,13 @@ pub fn describe_scan(eif: &EifFile, section_digests: bool) -> Result<Description
     let signature = match &scan.signature {
         Some(bytes) => {
             let offset = eif.section(SectionKind::Signature).map(|s| s.offset);
-            let bad = |e: crate::eif_signature::SignatureError| {
+            let bad = |e: crate::eif::signature::SignatureError| {
                 eif.error(offset, Problem::BadSignature(e.to_string()))
             };
             let section = SignatureSection::parse(bytes).map_err(bad)?;
             let der = section.signing_certificate_der().map_err(bad)?;
-            measurements.pcr8 = Some(Pcr(crate::eif_signature::pcr8(&der)));
-            let certificate = crate::eif_signature::certificate_info(&der).map_err(bad)?;
+            measurements.pcr8 = Some(Pcr(crate::eif::signature::pcr8(&der)));
+            let certificate = crate::eif::signature::certificate_info(&der).map_err(bad)?;
             let valid = section.verify_pcr0(&measurements.pcr0.0).map_err(bad)?;
             Some(SignatureReport { certificate, valid })
         }

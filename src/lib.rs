@@ -11,5 +11,4 @@ pub mod describe;
 pub mod diff;
 pub mod docker;
 pub mod eif;
-pub mod eif_signature;
 pub mod pcr;

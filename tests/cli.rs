@@ -473,3 +473,65 @@ fn diff_explains_a_changed_application_down_to_the_entry() {
         "{text}"
     );
 }
+
+fn openssl_pair(dir: &Path, name: &str, curve: &str) -> (String, String) {
+    let d = dir.display();
+    sh(&format!(
+        "openssl ecparam -name {curve} -genkey -noout -out {d}/{name}.key && \
+         openssl req -x509 -new -key {d}/{name}.key -subj /CN={name}/O=eifctl -days 30 -out {d}/{name}.pem"
+    ));
+    (format!("{d}/{name}.pem"), format!("{d}/{name}.key"))
+}
+
+#[test]
+fn a_signed_image_shows_pcr8_and_a_valid_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = openssl_pair(dir.path(), "signer", "secp384r1");
+    let (eif, o) = assemble(dir.path(), "signed.eif", &["--signing-certificate", &cert, "--private-key", &key]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let built = json(&o);
+    let expected_pcr8 = json(&eifctl(&["pcr", "--signing-certificate", &cert]))["PCR8"].clone();
+    assert_eq!(built["Measurements"]["PCR8"], expected_pcr8);
+
+    let o = eifctl(&["describe", "--json", "--strict", p(&eif)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let desc = json(&o);
+    assert_eq!(
+        keys(&desc),
+        ["EifVersion", "Measurements", "IsSigned", "SigningCertificate", "CheckCRC", "SignatureCheck", "ImageName", "ImageVersion", "Metadata"]
+    );
+    assert_eq!(desc["IsSigned"], true);
+    assert_eq!(desc["SignatureCheck"], true);
+    assert_eq!(desc["Measurements"], built["Measurements"]);
+    assert_eq!(desc["SigningCertificate"]["IssuerName"]["commonName"], "signer");
+    assert_eq!(desc["SigningCertificate"]["Algorithm"], "ecdsa-with-SHA256");
+}
+
+#[test]
+fn signing_with_a_key_that_does_not_match_the_certificate_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = openssl_pair(dir.path(), "one", "prime256v1");
+    let (_, other_key) = openssl_pair(dir.path(), "two", "prime256v1");
+    let (eif, o) = assemble(dir.path(), "never.eif", &["--signing-certificate", &cert, "--private-key", &other_key]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("one.pem"), "{}", stderr(&o));
+    assert!(!eif.exists());
+}
+
+#[test]
+fn a_signature_over_another_image_fails_the_strict_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = openssl_pair(dir.path(), "signer", "prime256v1");
+    let (eif, o) = assemble(dir.path(), "signed.eif", &["--signing-certificate", &cert, "--private-key", &key]);
+    assert!(o.status.success());
+    // Flip a byte of the application ramdisk: PCR0 changes, the signature no longer covers it.
+    let desc = eifctl::eif::EifFile::open(&eif).unwrap();
+    let app = desc.ramdisks().nth(1).unwrap().offset as usize;
+    let mut b = std::fs::read(&eif).unwrap();
+    b[app + 10] ^= 0x55;
+    std::fs::write(&eif, &b).unwrap();
+    let o = eifctl(&["describe", "--json", "--strict", p(&eif)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(json(&o)["SignatureCheck"], false);
+    assert!(stderr(&o).contains("signature does not verify"), "{}", stderr(&o));
+}

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ciborium::value::Value;
-use eifctl::eif_signature::{
+use eifctl::eif::signature::{
     MAX_SIGNATURE_SECTION, Pcr0Check, PcrSignature, SignatureError, SignatureSection,
     certificate_info, pcr8, sign_pcr0,
 };

@@ -8,6 +8,7 @@
 
 mod metadata;
 mod reader;
+pub mod signature;
 mod writer;
 
 pub use metadata::{BuildInfo, Metadata, rfc3339_utc};

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use eifctl::eif::signature::{PemSigner, SignatureSection, pcr8};
 use eifctl::eif::{Arch, BuildInfo, EifBuilder, Metadata, Source, trim_cmdline};
 use serde_json::json;
 
@@ -48,6 +49,12 @@ pub struct Args {
     /// Custom metadata: a JSON object, inline (starting with `{`) or in a file.
     #[arg(long, value_name = "JSON|FILE")]
     pub metadata: Option<String>,
+    /// PEM certificate to sign the image with (PCR8); needs --private-key.
+    #[arg(long, value_name = "FILE", requires = "private_key")]
+    pub signing_certificate: Option<PathBuf>,
+    /// PEM EC private key (P-256, P-384 or P-521) matching --signing-certificate.
+    #[arg(long, value_name = "FILE", requires = "signing_certificate")]
+    pub private_key: Option<PathBuf>,
     /// Kernel .config, to record the operating system and kernel version as nitro-cli does.
     #[arg(long, value_name = "FILE")]
     pub kernel_config: Option<PathBuf>,
@@ -99,6 +106,23 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
         docker_info: serde_json::Value::Null,
         custom,
     };
+    let signer = match (&args.signing_certificate, &args.private_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| Failure::input(format!("reading {}: {e}", p.display())))
+            };
+            let signer = PemSigner::new(read(cert)?, read(key)?).map_err(|e| {
+                Failure::input(format!(
+                    "--signing-certificate {} / --private-key {}: {}",
+                    cert.display(),
+                    key.display(),
+                    one_line(&e)
+                ))
+            })?;
+            Some(signer)
+        }
+        _ => None,
+    };
     let mut builder = EifBuilder::new(
         args.arch,
         Source::File(args.kernel.clone()),
@@ -108,7 +132,17 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
     for rd in &args.ramdisks {
         builder = builder.ramdisk(Source::File(rd.clone()));
     }
+    if let Some(signer) = signer {
+        builder = builder.signer(Box::new(signer));
+    }
     let written = builder.write_to(&args.output)?;
+    let mut measurements = written.measurements;
+    if let Some(section) = &written.signature {
+        let der = SignatureSection::parse(section)
+            .and_then(|s| s.signing_certificate_der())
+            .map_err(|e| Failure::input(format!("the signature just written: {}", one_line(&e))))?;
+        measurements.pcr8 = Some(eifctl::pcr::Pcr(pcr8(&der)));
+    }
     eprintln!(
         "Wrote {} ({} bytes, {} sections)",
         args.output.display(),
@@ -116,7 +150,7 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
         written.sections.len()
     );
     super::print_json(&json!({
-        "Measurements": eifctl::describe::measurements_json(&written.measurements)
+        "Measurements": eifctl::describe::measurements_json(&measurements)
     }));
     Ok(Outcome::Ok)
 }

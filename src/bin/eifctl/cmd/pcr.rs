@@ -27,7 +27,7 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
     let (key, pcr) = if let Some(cert) = &args.signing_certificate {
         let pem = std::fs::read(cert)
             .map_err(|e| Failure::input(format!("reading {}: {e}", cert.display())))?;
-        let der = eifctl::eif_signature::certificate_der_from_pem(&pem)
+        let der = eifctl::eif::signature::certificate_der_from_pem(&pem)
             .map_err(|e| Failure::input(format!("{}: {}", cert.display(), one_line(&e))))?;
         ("PCR8", Pcr::of_bytes(&der))
     } else {

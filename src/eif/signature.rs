@@ -1093,3 +1093,28 @@ mod tests {
         assert_eq!(openssl_object_name(&oid), "1.2.3.4.5");
     }
 }
+
+/// Signs PCR0 with a local EC key and its certificate, as `nitro-cli build-enclave
+/// --signing-certificate --private-key` does.
+pub struct PemSigner {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl PemSigner {
+    /// Checks the pair up front, so a key that does not belong to the certificate is refused
+    /// before any image is written.
+    pub fn new(cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Result<PemSigner, SignatureError> {
+        sign_pcr0(&cert_pem, &key_pem, &[0u8; 48])?;
+        Ok(PemSigner { cert_pem, key_pem })
+    }
+}
+
+impl super::Pcr0Signer for PemSigner {
+    fn sign(
+        &self,
+        pcr0: &crate::pcr::Pcr,
+    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(sign_pcr0(&self.cert_pem, &self.key_pem, &pcr0.0)?)
+    }
+}
