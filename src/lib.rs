@@ -4,3 +4,5 @@
 //! The library is organised along the one-way data flow of a release:
 //! recipe -> image -> ramdisks -> EIF -> measurements -> manifest -> signature -> release.
 //! Every module streams: an EIF or a root filesystem is never held in memory whole.
+
+pub mod cpio;
