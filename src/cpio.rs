@@ -6,8 +6,8 @@
 //! `src/cmd/linuxkit/initrd/initrd.go` (repo `linuxkit/linuxkit`) feeds tar entries to the Go
 //! package `github.com/surma/gocpio` (pinned by linuxkit's `go.mod` at
 //! `v1.0.2-0.20160926205914-fcb68777e7dc`). What that code writes, as read in
-//! `surma/gocpio` `pkg/cpio/writer.go` + `pkg/cpio/common.go` and the Go 1 port of the same
-//! `writer.go` (identical header logic):
+//! `surma/gocpio` `pkg/cpio/writer.go` + `pkg/cpio/common.go` (pre-Go 1) and a Go 1 copy of
+//! `writer.go` with the same header logic (the pinned commit itself was not available to read):
 //!
 //! - Header: `fmt.Sprintf("%s%08x…", "070701", …)`: **lowercase** hex, 8 digits per field
 //!   (GNU `cpio -H newc` writes uppercase; readers accept both).
@@ -22,16 +22,16 @@
 //!   data, then zeros up to a multiple of 4 (written before the next header).
 //! - Trailer: name `TRAILER!!!`, every other field 0 except `ino`, `nlink`, the dev numbers and
 //!   `namesize` as above; then the archive is zero-padded to a multiple of **512** bytes
-//!   (`Close` -> `pad(512)`). linuxkit adds nothing of its own around the cpio stream except
-//!   gzip, which is outside this module.
+//!   (`Close` -> `pad(512)`). Around the cpio stream linuxkit only adds gzip (and, in older
+//!   `initrd.go` versions, zero padding of the gzip output to 4 bytes), outside this module.
 //! - linuxkit turns hard links into relative symlinks; symlink data is the target.
 //!
 //! [`WriterOptions::linuxkit`] encodes those rules.
 //!
 //! The reader also accepts the `070702` variant ("newc with CRC"): its `check` field is the
 //! 32-bit wrapping sum of the data bytes. The reader verifies it for regular files only, once
-//! their data has been consumed: GNU `cpio -H crc` writes 0 for symlinks, and GNU cpio also
-//! checks regular files only.
+//! their data has been consumed, because GNU `cpio -H crc` (2.13, tested) writes 0 for
+//! symlinks.
 //! The writer only writes `070701`, as every Linux initramfs tool does.
 
 use std::io::{self, Read, Write};
