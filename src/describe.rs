@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
-use crate::eif::{EifFile, Metadata, Problem, ReadError, Scan, SectionKind};
 use crate::eif::signature::{CertificateInfo, SignatureSection};
-use crate::pcr::{Measurements, NITRO_CLI_HASH_ALGORITHM, Pcr};
+use crate::eif::{EifFile, Metadata, Problem, ReadError, Scan, SectionKind};
+use crate::pcr::{Measurements, NITRO_CLI_HASH_ALGORITHM};
 
 /// The signature section, checked.
 #[derive(Clone, Debug)]
@@ -54,7 +54,7 @@ pub fn describe_scan(eif: &EifFile, section_digests: bool) -> Result<Description
             };
             let section = SignatureSection::parse(bytes).map_err(bad)?;
             let der = section.signing_certificate_der().map_err(bad)?;
-            measurements.pcr8 = Some(Pcr(crate::eif::signature::pcr8(&der)));
+            measurements.pcr8 = Some(crate::eif::signature::pcr8(&der));
             let certificate = crate::eif::signature::certificate_info(&der).map_err(bad)?;
             let valid = section.verify_pcr0(&measurements.pcr0.0).map_err(bad)?;
             Some(SignatureReport { certificate, valid })

@@ -487,7 +487,11 @@ fn openssl_pair(dir: &Path, name: &str, curve: &str) -> (String, String) {
 fn a_signed_image_shows_pcr8_and_a_valid_signature() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = openssl_pair(dir.path(), "signer", "secp384r1");
-    let (eif, o) = assemble(dir.path(), "signed.eif", &["--signing-certificate", &cert, "--private-key", &key]);
+    let (eif, o) = assemble(
+        dir.path(),
+        "signed.eif",
+        &["--signing-certificate", &cert, "--private-key", &key],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let built = json(&o);
     let expected_pcr8 = json(&eifctl(&["pcr", "--signing-certificate", &cert]))["PCR8"].clone();
@@ -498,12 +502,25 @@ fn a_signed_image_shows_pcr8_and_a_valid_signature() {
     let desc = json(&o);
     assert_eq!(
         keys(&desc),
-        ["EifVersion", "Measurements", "IsSigned", "SigningCertificate", "CheckCRC", "SignatureCheck", "ImageName", "ImageVersion", "Metadata"]
+        [
+            "EifVersion",
+            "Measurements",
+            "IsSigned",
+            "SigningCertificate",
+            "CheckCRC",
+            "SignatureCheck",
+            "ImageName",
+            "ImageVersion",
+            "Metadata"
+        ]
     );
     assert_eq!(desc["IsSigned"], true);
     assert_eq!(desc["SignatureCheck"], true);
     assert_eq!(desc["Measurements"], built["Measurements"]);
-    assert_eq!(desc["SigningCertificate"]["IssuerName"]["commonName"], "signer");
+    assert_eq!(
+        desc["SigningCertificate"]["IssuerName"]["commonName"],
+        "signer"
+    );
     assert_eq!(desc["SigningCertificate"]["Algorithm"], "ecdsa-with-SHA256");
 }
 
@@ -512,7 +529,11 @@ fn signing_with_a_key_that_does_not_match_the_certificate_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, _) = openssl_pair(dir.path(), "one", "prime256v1");
     let (_, other_key) = openssl_pair(dir.path(), "two", "prime256v1");
-    let (eif, o) = assemble(dir.path(), "never.eif", &["--signing-certificate", &cert, "--private-key", &other_key]);
+    let (eif, o) = assemble(
+        dir.path(),
+        "never.eif",
+        &["--signing-certificate", &cert, "--private-key", &other_key],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("one.pem"), "{}", stderr(&o));
     assert!(!eif.exists());
@@ -522,7 +543,11 @@ fn signing_with_a_key_that_does_not_match_the_certificate_writes_nothing() {
 fn a_signature_over_another_image_fails_the_strict_check() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = openssl_pair(dir.path(), "signer", "prime256v1");
-    let (eif, o) = assemble(dir.path(), "signed.eif", &["--signing-certificate", &cert, "--private-key", &key]);
+    let (eif, o) = assemble(
+        dir.path(),
+        "signed.eif",
+        &["--signing-certificate", &cert, "--private-key", &key],
+    );
     assert!(o.status.success());
     // Flip a byte of the application ramdisk: PCR0 changes, the signature no longer covers it.
     let desc = eifctl::eif::EifFile::open(&eif).unwrap();
@@ -533,5 +558,9 @@ fn a_signature_over_another_image_fails_the_strict_check() {
     let o = eifctl(&["describe", "--json", "--strict", p(&eif)]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(json(&o)["SignatureCheck"], false);
-    assert!(stderr(&o).contains("signature does not verify"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("signature does not verify"),
+        "{}",
+        stderr(&o)
+    );
 }

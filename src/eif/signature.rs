@@ -27,7 +27,6 @@ use ciborium::value::Value;
 use der::oid::ObjectIdentifier;
 use der::{Decode, Tag, Tagged};
 use serde::Serialize;
-use sha2::{Digest, Sha384};
 use x509_cert::Certificate;
 
 /// Upper bound for the section. A real one is a PEM certificate plus a
@@ -210,11 +209,15 @@ impl SignatureSection {
 
 /// PCR8 as the Nitro hypervisor extends it: a SHA-384 PCR starting at zero,
 /// extended once with SHA-384 of the certificate's DER.
-pub fn pcr8(cert_der: &[u8]) -> [u8; 48] {
-    let mut extend = Sha384::new();
-    extend.update([0u8; 48]);
-    extend.update(Sha384::digest(cert_der));
-    extend.finalize().into()
+pub fn pcr8(cert_der: &[u8]) -> crate::pcr::Pcr {
+    crate::pcr::Pcr::of_bytes(cert_der)
+}
+
+impl SignatureSection {
+    /// PCR8 of the image this section signs: that of its (first) signing certificate.
+    pub fn pcr8(&self) -> Result<crate::pcr::Pcr, SignatureError> {
+        Ok(pcr8(&self.signing_certificate_der()?))
+    }
 }
 
 /// The describe-eif view of a certificate. Each string reproduces what
@@ -986,6 +989,31 @@ fn asn1_time_print(t: der::DateTime) -> String {
     )
 }
 
+/// Signs PCR0 with a local EC key and its certificate, as `nitro-cli build-enclave
+/// --signing-certificate --private-key` does.
+pub struct PemSigner {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl PemSigner {
+    /// Checks the pair up front, so a key that does not belong to the certificate is refused
+    /// before any image is written.
+    pub fn new(cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Result<PemSigner, SignatureError> {
+        sign_pcr0(&cert_pem, &key_pem, &[0u8; 48])?;
+        Ok(PemSigner { cert_pem, key_pem })
+    }
+}
+
+impl super::Pcr0Signer for PemSigner {
+    fn sign(
+        &self,
+        pcr0: &crate::pcr::Pcr,
+    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(sign_pcr0(&self.cert_pem, &self.key_pem, &pcr0.0)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1091,30 +1119,5 @@ mod tests {
     fn object_names_fall_back_to_dotted_form() {
         let oid = ObjectIdentifier::new_unwrap("1.2.3.4.5");
         assert_eq!(openssl_object_name(&oid), "1.2.3.4.5");
-    }
-}
-
-/// Signs PCR0 with a local EC key and its certificate, as `nitro-cli build-enclave
-/// --signing-certificate --private-key` does.
-pub struct PemSigner {
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
-}
-
-impl PemSigner {
-    /// Checks the pair up front, so a key that does not belong to the certificate is refused
-    /// before any image is written.
-    pub fn new(cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Result<PemSigner, SignatureError> {
-        sign_pcr0(&cert_pem, &key_pem, &[0u8; 48])?;
-        Ok(PemSigner { cert_pem, key_pem })
-    }
-}
-
-impl super::Pcr0Signer for PemSigner {
-    fn sign(
-        &self,
-        pcr0: &crate::pcr::Pcr,
-    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(sign_pcr0(&self.cert_pem, &self.key_pem, &pcr0.0)?)
     }
 }

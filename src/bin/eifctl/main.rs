@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Describe(cmd::describe::Args),
-    Assemble(cmd::assemble::Args),
+    Assemble(Box<cmd::assemble::Args>),
     Pcr(cmd::pcr::Args),
     Diff(cmd::diff::Args),
     #[command(subcommand)]
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Describe(a) => cmd::describe::run(a),
-        Command::Assemble(a) => cmd::assemble::run(a),
+        Command::Assemble(a) => cmd::assemble::run(*a),
         Command::Pcr(a) => cmd::pcr::run(a),
         Command::Diff(a) => cmd::diff::run(a),
         Command::Blobs(c) => cmd::blobs::run(c),

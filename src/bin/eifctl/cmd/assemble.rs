@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use eifctl::eif::signature::{PemSigner, SignatureSection, pcr8};
+use eifctl::eif::signature::{PemSigner, SignatureSection};
 use eifctl::eif::{Arch, BuildInfo, EifBuilder, Metadata, Source, trim_cmdline};
 use serde_json::json;
 
@@ -109,7 +109,8 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
     let signer = match (&args.signing_certificate, &args.private_key) {
         (Some(cert), Some(key)) => {
             let read = |p: &PathBuf| {
-                std::fs::read(p).map_err(|e| Failure::input(format!("reading {}: {e}", p.display())))
+                std::fs::read(p)
+                    .map_err(|e| Failure::input(format!("reading {}: {e}", p.display())))
             };
             let signer = PemSigner::new(read(cert)?, read(key)?).map_err(|e| {
                 Failure::input(format!(
@@ -138,10 +139,10 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
     let written = builder.write_to(&args.output)?;
     let mut measurements = written.measurements;
     if let Some(section) = &written.signature {
-        let der = SignatureSection::parse(section)
-            .and_then(|s| s.signing_certificate_der())
+        let pcr8 = SignatureSection::parse(section)
+            .and_then(|s| s.pcr8())
             .map_err(|e| Failure::input(format!("the signature just written: {}", one_line(&e))))?;
-        measurements.pcr8 = Some(eifctl::pcr::Pcr(pcr8(&der)));
+        measurements.pcr8 = Some(pcr8);
     }
     eprintln!(
         "Wrote {} ({} bytes, {} sections)",
