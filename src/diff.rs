@@ -135,15 +135,7 @@ pub fn diff(a: &EifFile, b: &EifFile) -> Result<EifDiff, ReadError> {
     let same_measurements = measurements.iter().all(|p| p.equal);
 
     let mut header = Vec::new();
-    let mut field = |name: &str, x: String, y: String| {
-        if x != y {
-            header.push(FieldChange {
-                field: name.into(),
-                a: x,
-                b: y,
-            });
-        }
-    };
+    let mut field = |name: &str, x: String, y: String| push_change(&mut header, name, x, y);
     field("version", a.version().to_string(), b.version().to_string());
     field("arch", a.arch().to_string(), b.arch().to_string());
     let (ha, hb) = (a.header(), b.header());
@@ -432,21 +424,24 @@ pub fn diff_ramdisks(index: usize, a: impl Read, b: impl Read) -> RamdiskDiff {
     out
 }
 
+/// Records `field` as changed when its two renderings differ.
+fn push_change(out: &mut Vec<FieldChange>, field: &str, a: String, b: String) {
+    if a != b {
+        out.push(FieldChange {
+            field: field.into(),
+            a,
+            b,
+        });
+    }
+}
+
 fn case_name(lower: bool) -> &'static str {
     if lower { "lowercase" } else { "uppercase" }
 }
 
 fn entry_changes(a: &EntrySummary, b: &EntrySummary) -> Vec<FieldChange> {
     let mut out = Vec::new();
-    let mut cmp = |field: &str, x: String, y: String| {
-        if x != y {
-            out.push(FieldChange {
-                field: field.into(),
-                a: x,
-                b: y,
-            });
-        }
-    };
+    let mut cmp = |field: &str, x: String, y: String| push_change(&mut out, field, x, y);
     let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     cmp("type", a.kind.into(), b.kind.into());
     cmp("mode", a.mode.clone(), b.mode.clone());
