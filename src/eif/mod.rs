@@ -14,7 +14,7 @@ mod writer;
 pub use metadata::{BuildInfo, Metadata, rfc3339_utc};
 pub use reader::{EifFile, ReadError, Scan, Section, SectionDigests};
 pub use reader::{MAX_METADATA, MAX_SIGNATURE, Problem, SectionReader};
-pub use writer::{EifBuilder, Pcr0Signer, Source, WriteError, Written, trim_cmdline};
+pub use writer::{EifBuilder, Pcr0Signer, Producer, Source, WriteError, Written, trim_cmdline};
 
 /// `.eif`
 pub const MAGIC: [u8; 4] = *b".eif";

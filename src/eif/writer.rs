@@ -29,14 +29,24 @@ pub enum Source {
         name: String,
         reader: Box<dyn Read + Send>,
     },
+    /// Data produced by a function writing into a pipe on its own thread, e.g. a ramdisk encoded
+    /// from a Docker export while the EIF is written. If the function fails, the section (and
+    /// so the whole write) fails: a producer error can never pass for the end of the data.
+    Generated {
+        name: String,
+        produce: Producer,
+    },
 }
+
+/// A function that writes a section's data; see [`Source::Generated`].
+pub type Producer = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
 
 impl Source {
     fn name(&self) -> String {
         match self {
             Source::File(p) => p.display().to_string(),
             Source::Bytes(_) => "in-memory data".into(),
-            Source::Reader { name, .. } => name.clone(),
+            Source::Reader { name, .. } | Source::Generated { name, .. } => name.clone(),
         }
     }
 }
@@ -344,6 +354,7 @@ impl SectionWriter<'_> {
             }
             Source::Bytes(b) => (Some(b.len() as u64), Box::new(io::Cursor::new(b))),
             Source::Reader { reader, .. } => (None, reader),
+            Source::Generated { produce, .. } => (None, Box::new(spawn_producer(produce))),
         };
         let header_offset = self.pos;
         let placeholder = SectionHeader {
@@ -399,6 +410,109 @@ impl SectionWriter<'_> {
         self.table.push((kind, header_offset, size));
         self.pos = header_offset + SECTION_HEADER_LEN as u64 + size;
         Ok(())
+    }
+}
+
+/// Runs `produce` on its own thread, writing into a bounded channel that the returned reader
+/// drains; at most a few chunks are in flight.
+fn spawn_producer(produce: Producer) -> ProducerReader {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(4);
+    let thread_tx = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("section-producer".into())
+        .spawn(move || {
+            let mut w = ChannelWriter {
+                tx: thread_tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let result = produce(&mut w).and_then(|()| w.flush_buf());
+            // The reader may be gone (it failed first); nothing is left to tell then.
+            let _ = thread_tx.send(match result {
+                Ok(()) => Piece::End,
+                Err(e) => Piece::Failed(e),
+            });
+        });
+    if let Err(e) = spawned {
+        // The channel is empty, so this cannot block; the reader reports it on its first read.
+        let _ = tx.try_send(Piece::Failed(e));
+    }
+    ProducerReader {
+        rx,
+        current: Vec::new(),
+        pos: 0,
+        done: false,
+    }
+}
+
+enum Piece {
+    Data(Vec<u8>),
+    End,
+    Failed(io::Error),
+}
+
+struct ChannelWriter {
+    tx: std::sync::mpsc::SyncSender<Piece>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(Piece::Data(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the EIF writer stopped reading"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.flush_buf()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ProducerReader {
+    rx: std::sync::mpsc::Receiver<Piece>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ProducerReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Piece::Data(d)) => {
+                    self.current = d;
+                    self.pos = 0;
+                }
+                Ok(Piece::End) => self.done = true,
+                Ok(Piece::Failed(e)) => return Err(e),
+                Err(_) => {
+                    return Err(io::Error::other(
+                        "the section producer stopped without finishing",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
