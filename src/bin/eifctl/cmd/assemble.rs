@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use eifctl::eif::signature::{PemSigner, SignatureSection};
+use eifctl::eif::signature::SignatureSection;
 use eifctl::eif::{Arch, BuildInfo, EifBuilder, Metadata, Source, trim_cmdline};
 use serde_json::json;
 
@@ -70,10 +70,10 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
         }
         (None, None) => unreachable!("clap requires one of --cmdline and --cmdline-file"),
     };
-    let build_time = resolve_build_time(args.build_time.as_deref())?;
+    let build_time = super::resolve_build_time(args.build_time.as_deref())?;
     let custom = match &args.metadata {
         None => serde_json::Value::Null,
-        Some(m) => custom_metadata(m)?,
+        Some(m) => super::custom_metadata(m)?,
     };
     let (operating_system, kernel_version) = match &args.kernel_config {
         Some(path) => {
@@ -106,24 +106,7 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
         docker_info: serde_json::Value::Null,
         custom,
     };
-    let signer = match (&args.signing_certificate, &args.private_key) {
-        (Some(cert), Some(key)) => {
-            let read = |p: &PathBuf| {
-                std::fs::read(p)
-                    .map_err(|e| Failure::input(format!("reading {}: {e}", p.display())))
-            };
-            let signer = PemSigner::new(read(cert)?, read(key)?).map_err(|e| {
-                Failure::input(format!(
-                    "--signing-certificate {} / --private-key {}: {}",
-                    cert.display(),
-                    key.display(),
-                    one_line(&e)
-                ))
-            })?;
-            Some(signer)
-        }
-        _ => None,
-    };
+    let signer = super::signer(args.signing_certificate.as_ref(), args.private_key.as_ref())?;
     let mut builder = EifBuilder::new(
         args.arch,
         Source::File(args.kernel.clone()),
@@ -154,55 +137,4 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
         "Measurements": eifctl::describe::measurements_json(&measurements)
     }));
     Ok(Outcome::Ok)
-}
-
-/// The metadata build time: explicit, from SOURCE_DATE_EPOCH, or the Unix epoch; the clock only
-/// when asked with `now`.
-fn resolve_build_time(arg: Option<&str>) -> Result<String, Failure> {
-    use time::OffsetDateTime;
-    use time::format_description::well_known::Rfc3339;
-    let t = match arg {
-        Some("now") => OffsetDateTime::now_utc(),
-        Some(text) => OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
-            Failure::input(format!("--build-time {text:?}: not an RFC 3339 time: {e}"))
-        })?,
-        None => match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) => {
-                let secs: i64 = v.trim().parse().map_err(|_| {
-                    Failure::input(format!("SOURCE_DATE_EPOCH={v:?}: not a number of seconds"))
-                })?;
-                OffsetDateTime::from_unix_timestamp(secs).map_err(|e| {
-                    Failure::input(format!("SOURCE_DATE_EPOCH={v:?}: {}", one_line(&e)))
-                })?
-            }
-            Err(_) => OffsetDateTime::UNIX_EPOCH,
-        },
-    };
-    Ok(eifctl::eif::rfc3339_utc(t))
-}
-
-fn custom_metadata(arg: &str) -> Result<serde_json::Value, Failure> {
-    let (text, origin) = if arg.trim_start().starts_with(['{', '[']) {
-        (arg.to_string(), "--metadata".to_string())
-    } else {
-        let meta =
-            std::fs::metadata(arg).map_err(|e| Failure::input(format!("--metadata {arg}: {e}")))?;
-        if meta.len() > 1 << 20 {
-            return Err(Failure::input(format!(
-                "--metadata {arg}: {} bytes, more than the 1 MiB nitro-cli accepts",
-                meta.len()
-            )));
-        }
-        let text = std::fs::read_to_string(arg)
-            .map_err(|e| Failure::input(format!("--metadata {arg}: {e}")))?;
-        (text, arg.to_string())
-    };
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Failure::input(format!("{origin}: not JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(Failure::input(format!(
-            "{origin}: custom metadata must be a JSON object"
-        )));
-    }
-    Ok(value)
 }
