@@ -10,12 +10,22 @@
 //! API than many daemons (Debian's docker.io 20.10 speaks 1.41), and a daemon refuses a
 //! request made with a version newer than its own. Negotiating first means one binary works
 //! against every daemon from [`MIN_API_VERSION`] on.
+//!
+//! Beyond that it has what building an enclave from a Docker image needs: what the image says
+//! about itself ([`inspect_image`]), and getting it when it is pinned by digest
+//! ([`ensure_image`]).
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
+use bollard::models::CreateImageInfo;
+use bollard::query_parameters::CreateImageOptions;
+use bollard::{API_DEFAULT_VERSION, BollardRequest, ClientVersion, Docker};
+use futures_util::StreamExt;
+use serde::Deserialize;
 use thiserror::Error;
 
 /// Where the Docker daemon listens when `DOCKER_HOST` is not set, as for the docker CLI.
@@ -102,6 +112,44 @@ pub enum DockerError {
         what: &'static str,
         /// The missing or unreadable field.
         missing: &'static str,
+    },
+
+    /// The local engine has no image by that reference, and eifctl will not pull it: only a
+    /// reference pinned by digest names one exact image, so only such a reference is pulled.
+    #[error(
+        "image {reference} is not in the local Docker engine; eifctl pulls only references pinned by digest (NAME@sha256:<64 hex>): build or pull it first, or pin it by digest"
+    )]
+    ImageNotFound {
+        /// The reference as given.
+        reference: String,
+    },
+
+    /// The reference cannot name an image.
+    #[error("{reference:?} is not an image reference: {reason}")]
+    InvalidReference {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// Pulling a digest-pinned image failed; `message` is the daemon's, on one line.
+    #[error("cannot pull {reference}: {message}")]
+    Pull {
+        /// The reference as given.
+        reference: String,
+        /// What the daemon (or the transport) said.
+        message: String,
+    },
+
+    /// The image the engine has under a digest-pinned reference (after a pull, or found
+    /// locally) does not carry that digest: a registry or engine answered for another image.
+    #[error("the image Docker has for {reference} does not carry its digest: its RepoDigests are [{}]", found.join(", "))]
+    DigestMismatch {
+        /// The reference as given.
+        reference: String,
+        /// The RepoDigests the engine reports.
+        found: Vec<String>,
     },
 }
 
@@ -268,6 +316,393 @@ fn is_unreachable(error: &BollardError) -> bool {
     }
 }
 
+// --- images ------------------------------------------------------------------------------------
+
+/// What eifctl reads from an image before building an enclave from it: the command and
+/// environment that the enclave's init runs, the platform to check against the enclave's, and
+/// the names and digests that say which image it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInfo {
+    /// The image ID, `sha256:` and the digest of the image's config: the one name of this exact
+    /// image that no tag or pull can move.
+    pub id: String,
+    /// The image's CPU architecture in Go's terms, e.g. `amd64` or `arm64`.
+    pub architecture: String,
+    /// The image's operating system, e.g. `linux`.
+    pub os: String,
+    /// `Config.Cmd`; `None` where the image has none.
+    pub cmd: Option<Vec<String>>,
+    /// `Config.Entrypoint`; `None` where the image has none.
+    pub entrypoint: Option<Vec<String>>,
+    /// `Config.Env`, `NAME=value` each; `None` where the image has none.
+    pub env: Option<Vec<String>>,
+    /// `Config.WorkingDir`; `None` where it is unset or empty (Docker writes `""` for unset).
+    pub working_dir: Option<String>,
+    /// The tags the engine has for the image, e.g. `busybox:latest`.
+    pub repo_tags: Vec<String>,
+    /// The digests the image was pulled or pushed by, `NAME@sha256:...` each.
+    pub repo_digests: Vec<String>,
+    /// The whole inspect document as the daemon sent it, with every field, including those
+    /// that bollard's models lack (older and newer APIs differ): nitro-cli records it in the
+    /// EIF's metadata, and a typed round trip would silently change it.
+    pub inspect: serde_json::Value,
+}
+
+/// The part of the inspect document that [`ImageInfo`] has fields for. Read from the document
+/// itself rather than through bollard's `ImageInspect`, whose model follows a newer API.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectFields {
+    id: String,
+    #[serde(default)]
+    architecture: Option<String>,
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default)]
+    config: Option<InspectConfig>,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(default)]
+    repo_digests: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectConfig {
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+}
+
+/// The largest inspect document accepted. Real ones are kilobytes; the bound is there so that
+/// a wrong answer cannot grow without limit.
+const MAX_INSPECT_BYTES: usize = 16 << 20;
+
+const INSPECT_REQUEST: &str = "GET /images/{name}/json";
+
+/// Asks the local engine about an image: `GET /images/{reference}/json`.
+///
+/// `reference` is anything the engine resolves: a tag, `name@sha256:...`, an image ID or an
+/// unambiguous prefix of one. Nothing is pulled.
+pub async fn inspect_image(docker: &Docker, reference: &str) -> Result<ImageInfo, DockerError> {
+    check_reference(reference)?;
+    let document = inspect_document(docker, reference).await?;
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&document).map_err(|_| DockerError::Malformed {
+            what: INSPECT_REQUEST,
+            missing: "a JSON document",
+        })?;
+    let fields = InspectFields::deserialize(&inspect).map_err(|_| DockerError::Malformed {
+        what: INSPECT_REQUEST,
+        missing: "an Id, or fields of the types of the Docker API",
+    })?;
+    let config = fields.config.unwrap_or(InspectConfig {
+        cmd: None,
+        entrypoint: None,
+        env: None,
+        working_dir: None,
+    });
+    Ok(ImageInfo {
+        id: fields.id,
+        architecture: fields.architecture.unwrap_or_default(),
+        os: fields.os.unwrap_or_default(),
+        cmd: config.cmd,
+        entrypoint: config.entrypoint,
+        env: config.env,
+        working_dir: config.working_dir.filter(|dir| !dir.is_empty()),
+        repo_tags: fields.repo_tags.unwrap_or_default(),
+        repo_digests: fields.repo_digests.unwrap_or_default(),
+        inspect,
+    })
+}
+
+/// The inspect document's bytes, as the daemon sent them.
+///
+/// bollard has no call that returns an answer undecoded except the body streams, so this uses
+/// one: `export_image` sends `GET {prefix}/images/{name}/get` and streams the body, and a
+/// request modifier on a clone of the client turns that request into
+/// `GET {prefix}/images/{name}/json` before it is sent. The clone shares the connection pool
+/// and negotiated version with `docker`. The modifier runs when the request is built, which is
+/// before anything is sent; should bollard ever build that request differently, nothing
+/// matches, and the request is dropped unsent rather than downloading the whole image.
+async fn inspect_document(docker: &Docker, reference: &str) -> Result<Vec<u8>, DockerError> {
+    let rewritten = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&rewritten);
+    let client = docker.clone().with_request_modifier(move |mut request| {
+        if rewrite_save_to_inspect(&mut request) {
+            flag.store(true, Ordering::SeqCst);
+        }
+        request
+    });
+    let mut body = client.export_image(reference);
+    if !rewritten.load(Ordering::SeqCst) {
+        return Err(DockerError::Malformed {
+            what: INSPECT_REQUEST,
+            missing: "a request of the expected shape (bollard's GET /images/{name}/get changed)",
+        });
+    }
+    let mut document = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|source| match source {
+            BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            } => DockerError::ImageNotFound {
+                reference: reference.to_owned(),
+            },
+            source => DockerError::Request {
+                what: INSPECT_REQUEST,
+                source,
+            },
+        })?;
+        if document.len() + chunk.len() > MAX_INSPECT_BYTES {
+            return Err(DockerError::Malformed {
+                what: INSPECT_REQUEST,
+                missing: "an end within 16 MiB",
+            });
+        }
+        document.extend_from_slice(&chunk);
+    }
+    Ok(document)
+}
+
+/// Turns `GET …/images/{name}/get` into `GET …/images/{name}/json`; says whether it did.
+fn rewrite_save_to_inspect(request: &mut BollardRequest) -> bool {
+    let uri = request.uri();
+    if request.method() != http::Method::GET || uri.query().is_some() {
+        return false;
+    }
+    let Some(base) = uri.path().strip_suffix("/get") else {
+        return false;
+    };
+    if !base.contains("/images/") {
+        return false;
+    }
+    let Ok(path) = format!("{base}/json").parse() else {
+        return false;
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path);
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => {
+            *request.uri_mut() = uri;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Refuses references that would make another request than meant: an empty one would ask for
+/// `/images//json`, and `?` or `#` would start the URL's query or fragment.
+fn check_reference(reference: &str) -> Result<(), DockerError> {
+    let invalid = |reason| DockerError::InvalidReference {
+        reference: reference.to_owned(),
+        reason,
+    };
+    if reference.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if reference
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+    {
+        return Err(invalid(
+            "it contains whitespace, a control character, ? or #",
+        ));
+    }
+    Ok(())
+}
+
+/// A reference pinned by digest, `NAME[:TAG]@sha256:<64 hex>`, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pinned<'a> {
+    /// The repository, without tag, e.g. `busybox` or `ghcr.io/org/app`.
+    name: &'a str,
+    /// `sha256:` and 64 lower-case hex digits.
+    digest: &'a str,
+}
+
+impl Pinned<'_> {
+    /// Whether a RepoDigests entry (`NAME@sha256:...`) is this reference. Names are compared
+    /// after Docker's normalization: the engine writes `busybox@…` for what may have been
+    /// asked as `docker.io/library/busybox@…`.
+    fn matches(&self, repo_digest: &str) -> bool {
+        repo_digest.rsplit_once('@').is_some_and(|(name, digest)| {
+            digest == self.digest && normalize_name(name) == normalize_name(self.name)
+        })
+    }
+}
+
+/// The digest a reference is pinned by, if it is; an error if it has an `@` but no digest
+/// eifctl accepts.
+fn pinned_digest(reference: &str) -> Result<Option<Pinned<'_>>, DockerError> {
+    let Some((name, digest)) = reference.rsplit_once('@') else {
+        return Ok(None);
+    };
+    let invalid = |reason| DockerError::InvalidReference {
+        reference: reference.to_owned(),
+        reason,
+    };
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| invalid("its digest is not sha256:<64 hex>"))?;
+    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(invalid("its digest is not sha256:<64 lower-case hex>"));
+    }
+    // A tag before the digest is allowed, and ignored by the engine: the digest decides.
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let name = match name[last_slash..].rfind(':') {
+        Some(colon) => &name[..last_slash + colon],
+        None => name,
+    };
+    if name.is_empty() {
+        return Err(invalid("it has no name before the @"));
+    }
+    Ok(Some(Pinned { name, digest }))
+}
+
+/// A repository name as Docker normalizes it: `busybox` is `docker.io/library/busybox`,
+/// `org/app` is `docker.io/org/app`, and `index.docker.io` is `docker.io`.
+fn normalize_name(name: &str) -> String {
+    let (domain, path) = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first, rest)
+        }
+        _ => ("docker.io", name),
+    };
+    let domain = if domain == "index.docker.io" {
+        "docker.io"
+    } else {
+        domain
+    };
+    if domain == "docker.io" && !path.contains('/') {
+        format!("docker.io/library/{path}")
+    } else {
+        format!("{domain}/{path}")
+    }
+}
+
+/// Makes sure the local engine has the image, pulling it only when the reference is pinned by
+/// digest; pull progress goes to stderr. See [`ensure_image_with_progress`].
+pub async fn ensure_image(docker: &Docker, reference: &str) -> Result<ImageInfo, DockerError> {
+    ensure_image_with_progress(docker, reference, &mut |line| eprintln!("{line}")).await
+}
+
+/// Makes sure the local engine has the image, and returns what it says about it.
+///
+/// A tag can point at different images from day to day, so an enclave built from a pulled tag
+/// would not be reproducible: only `NAME@sha256:<64 hex>` is pulled (through the engine, with
+/// its credentials and registry settings). A missing image by any other reference is
+/// [`DockerError::ImageNotFound`]. After a pull, and for a pinned reference found locally,
+/// the image's RepoDigests must include the digest asked for.
+///
+/// `progress` gets one line per change of a layer's state (`"4f4fb700ef54: Pull complete"`)
+/// and the engine's status lines; byte-count updates are left out.
+pub async fn ensure_image_with_progress(
+    docker: &Docker,
+    reference: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<ImageInfo, DockerError> {
+    let pinned = pinned_digest(reference)?;
+    let info = match inspect_image(docker, reference).await {
+        Ok(info) => info,
+        Err(DockerError::ImageNotFound { .. }) => {
+            if pinned.is_none() {
+                return Err(DockerError::ImageNotFound {
+                    reference: reference.to_owned(),
+                });
+            }
+            pull(docker, reference, progress).await?;
+            match inspect_image(docker, reference).await {
+                Err(DockerError::ImageNotFound { .. }) => {
+                    return Err(DockerError::Pull {
+                        reference: reference.to_owned(),
+                        message:
+                            "the engine reported the pull done, but has no image by that reference"
+                                .to_owned(),
+                    });
+                }
+                other => other?,
+            }
+        }
+        Err(other) => return Err(other),
+    };
+    if let Some(pinned) = pinned
+        && !info.repo_digests.iter().any(|d| pinned.matches(d))
+    {
+        return Err(DockerError::DigestMismatch {
+            reference: reference.to_owned(),
+            found: info.repo_digests,
+        });
+    }
+    Ok(info)
+}
+
+/// `POST /images/create?fromImage=REFERENCE`, with its progress passed on.
+async fn pull(
+    docker: &Docker,
+    reference: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), DockerError> {
+    let options = CreateImageOptions {
+        from_image: Some(reference.to_owned()),
+        ..Default::default()
+    };
+    let mut stream = docker.create_image(Some(options), None, None);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(line) = progress_line(&info) {
+                    progress(&line);
+                }
+            }
+            Err(error) => {
+                let message = match error {
+                    BollardError::DockerResponseServerError { message, .. } => message,
+                    BollardError::DockerStreamError { error } => error,
+                    other => other.to_string(),
+                };
+                return Err(DockerError::Pull {
+                    reference: reference.to_owned(),
+                    message: one_line(&message),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A pull event as one line, or `None` for a byte-count update: those come many times a
+/// second for each layer.
+fn progress_line(info: &CreateImageInfo) -> Option<String> {
+    if info
+        .progress_detail
+        .as_ref()
+        .is_some_and(|d| d.current.is_some() || d.total.is_some())
+    {
+        return None;
+    }
+    let status = one_line(info.status.as_deref()?);
+    if status.is_empty() {
+        return None;
+    }
+    Some(match info.id.as_deref().map(str::trim) {
+        Some(id) if !id.is_empty() => format!("{id}: {status}"),
+        _ => status,
+    })
+}
+
+/// Text with its runs of whitespace, newlines included, made single spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +729,152 @@ mod tests {
             text.starts_with("no Docker daemon answers at unix:///var/run/docker.sock: start one"),
             "{text}"
         );
+    }
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn pinned_references_are_taken_apart() {
+        let r = format!("busybox@sha256:{HEX}");
+        let p = pinned_digest(&r).unwrap().unwrap();
+        assert_eq!(p.name, "busybox");
+        assert_eq!(p.digest, format!("sha256:{HEX}"));
+
+        // A tag before the digest is dropped; a registry port is not a tag.
+        let r = format!("localhost:5000/org/app:1.2@sha256:{HEX}");
+        assert_eq!(
+            pinned_digest(&r).unwrap().unwrap().name,
+            "localhost:5000/org/app"
+        );
+        let r = format!("localhost:5000/app@sha256:{HEX}");
+        assert_eq!(
+            pinned_digest(&r).unwrap().unwrap().name,
+            "localhost:5000/app"
+        );
+
+        for plain in [
+            "busybox",
+            "busybox:1.36",
+            "localhost:5000/app",
+            "sha256:abc",
+        ] {
+            assert_eq!(pinned_digest(plain).unwrap(), None, "{plain}");
+        }
+        for bad in [
+            format!("busybox@sha512:{HEX}"),
+            format!("busybox@sha256:{}", &HEX[1..]),
+            format!("busybox@sha256:{}", HEX.to_uppercase()),
+            "busybox@latest".to_owned(),
+            format!("@sha256:{HEX}"),
+        ] {
+            match pinned_digest(&bad) {
+                Err(DockerError::InvalidReference { reference, .. }) => assert_eq!(reference, bad),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn repo_digests_match_after_normalization() {
+        let digest = format!("sha256:{HEX}");
+        let asked = format!("docker.io/library/busybox:1.36@{digest}");
+        let p = pinned_digest(&asked).unwrap().unwrap();
+        assert!(p.matches(&format!("busybox@{digest}")));
+        assert!(p.matches(&format!("index.docker.io/library/busybox@{digest}")));
+        assert!(!p.matches(&format!("other/busybox@{digest}")));
+        assert!(!p.matches(&format!("busybox@sha256:{}", HEX.replace('0', "1"))));
+        assert!(!p.matches("busybox"));
+
+        assert_eq!(normalize_name("org/app"), "docker.io/org/app");
+        assert_eq!(normalize_name("ghcr.io/org/app"), "ghcr.io/org/app");
+        assert_eq!(normalize_name("localhost/app"), "localhost/app");
+        assert_eq!(normalize_name("127.0.0.1:5000/app"), "127.0.0.1:5000/app");
+    }
+
+    #[test]
+    fn save_requests_become_inspect_requests_and_nothing_else_is_touched() {
+        let request = |method: &str, uri: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(bollard::body_full(Default::default()))
+                .unwrap()
+        };
+        let mut r = request("GET", "unix://2f7661722f72756e:0/v1.41/images/a/b:c/get");
+        assert!(rewrite_save_to_inspect(&mut r));
+        assert_eq!(
+            r.uri().to_string(),
+            "unix://2f7661722f72756e:0/v1.41/images/a/b:c/json"
+        );
+        for (method, uri) in [
+            ("POST", "http://h/images/a/get"),
+            ("GET", "http://h/images/a/get?names=a"),
+            ("GET", "http://h/containers/a/get"),
+            ("GET", "http://h/images/a/json"),
+        ] {
+            let mut r = request(method, uri);
+            assert!(!rewrite_save_to_inspect(&mut r), "{method} {uri}");
+            assert_eq!(r.uri().to_string(), uri);
+        }
+    }
+
+    #[test]
+    fn progress_lines_leave_out_byte_counts() {
+        let event = |id: Option<&str>, status: &str, current: Option<i64>| CreateImageInfo {
+            id: id.map(str::to_owned),
+            status: Some(status.to_owned()),
+            progress_detail: Some(bollard::models::ProgressDetail {
+                current,
+                total: None,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            progress_line(&event(Some("4f4fb700ef54"), "Pull complete", None)).as_deref(),
+            Some("4f4fb700ef54: Pull complete")
+        );
+        assert_eq!(
+            progress_line(&event(None, "Digest: sha256:x\n", None)).as_deref(),
+            Some("Digest: sha256:x")
+        );
+        assert_eq!(
+            progress_line(&event(Some("a"), "Downloading", Some(1))),
+            None
+        );
+        assert_eq!(progress_line(&event(Some("a"), "  ", None)), None);
+    }
+
+    #[test]
+    fn new_errors_are_one_line() {
+        let errors = [
+            DockerError::ImageNotFound {
+                reference: "app:1".into(),
+            },
+            DockerError::Pull {
+                reference: "a@sha256:x".into(),
+                message: one_line("Get \"https://r/v2/\":\n dial tcp: refused"),
+            },
+            DockerError::DigestMismatch {
+                reference: "a@sha256:x".into(),
+                found: vec!["a@sha256:y".into(), "b@sha256:z".into()],
+            },
+            DockerError::InvalidReference {
+                reference: "".into(),
+                reason: "it is empty",
+            },
+        ];
+        for error in errors {
+            let text = error.to_string();
+            assert!(!text.contains('\n'), "{text}");
+        }
+        let text = DockerError::ImageNotFound {
+            reference: "app:1".into(),
+        }
+        .to_string();
+        assert!(
+            text.starts_with("image app:1 is not in the local Docker engine; "),
+            "{text}"
+        );
+        assert!(text.contains("pinned by digest"), "{text}");
     }
 }
