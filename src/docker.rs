@@ -12,21 +12,29 @@
 //! against every daemon from [`MIN_API_VERSION`] on.
 //!
 //! Beyond that it has what building an enclave from a Docker image needs: what the image says
-//! about itself ([`inspect_image`]), and getting it when it is pinned by digest
-//! ([`ensure_image`]).
+//! about itself ([`inspect_image`]), getting it when it is pinned by digest ([`ensure_image`]),
+//! and its root filesystem as one tar stream ([`export_image`]), handed to synchronous code as
+//! a blocking reader so that the tar-to-cpio conversion never holds the whole image in memory.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::CreateImageInfo;
-use bollard::query_parameters::CreateImageOptions;
+use bollard::models::{ContainerCreateBody, CreateImageInfo};
+use bollard::query_parameters::{CreateImageOptions, RemoveContainerOptions};
 use bollard::{API_DEFAULT_VERSION, BollardRequest, ClientVersion, Docker};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use thiserror::Error;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
 /// Where the Docker daemon listens when `DOCKER_HOST` is not set, as for the docker CLI.
 pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
@@ -150,6 +158,27 @@ pub enum DockerError {
         reference: String,
         /// The RepoDigests the engine reports.
         found: Vec<String>,
+    },
+
+    /// The export of an image could not be set up or ended abnormally.
+    #[error("exporting image {image}: {message}")]
+    Export {
+        /// The image ID (or reference) being exported.
+        image: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// The container made for an export could not be removed, and is left behind.
+    #[error(
+        "could not remove container {container}, made to export an image: remove it with `docker rm -f {container}`"
+    )]
+    RemoveContainer {
+        /// The container's ID.
+        container: String,
+        /// What the daemon said.
+        #[source]
+        source: BollardError,
     },
 }
 
@@ -701,6 +730,315 @@ fn progress_line(info: &CreateImageInfo) -> Option<String> {
 /// Text with its runs of whitespace, newlines included, made single spaces.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+// --- export ------------------------------------------------------------------------------------
+
+/// How many chunks of an export may wait between the daemon and the reader. Chunks are what
+/// the daemon writes at a time (32 KiB through Go's io.Copy), so this bounds the memory an
+/// export holds however slowly it is read.
+const EXPORT_CHUNKS: usize = 4;
+
+/// The command given to an export's container when the image has neither Cmd nor Entrypoint:
+/// the engine refuses to create a container without a command ("No command specified"). The
+/// container is never started, so the file need not exist, and the export does not include it.
+pub const EXPORT_PLACEHOLDER_CMD: &str = "/eifctl-export";
+
+/// The label on every container made for an export, its value the image ID: a container left
+/// behind by a killed eifctl can be found with `docker ps -a --filter label=eifctl.export`.
+pub const EXPORT_LABEL: &str = "eifctl.export";
+
+/// An image's root filesystem as a tar stream (what `docker export` writes), read with the
+/// blocking [`io::Read`].
+///
+/// Made by [`export_image`]: the stream comes from a container created from the image and
+/// never started. A thread of its own moves the stream from the daemon into a channel of
+/// [`EXPORT_CHUNKS`] chunks, so memory stays bounded, and removes the container once the
+/// stream has ended, failed, or the reader is gone. A read after the end returns 0 only once
+/// the container is removed; a failure of the stream, or of the removal, is an `io::Error`
+/// from `read`, and every read after it fails alike. Dropping the reader early stops the
+/// stream and removes the container before `drop` returns; [`Export::close`] does the same
+/// and says whether the removal worked.
+pub struct Export {
+    image: String,
+    container_id: String,
+    chunks: Option<mpsc::Receiver<Chunk>>,
+    current: Bytes,
+    state: ReadState,
+    cancel: Option<oneshot::Sender<()>>,
+    producer: Option<JoinHandle<Result<(), DockerError>>>,
+}
+
+/// What the streaming thread hands the reader.
+enum Chunk {
+    Data(Bytes),
+    /// The stream ended and the container is removed.
+    End,
+    /// The stream (or, after its end, the removal) failed; the message says which.
+    Failed(String),
+}
+
+enum ReadState {
+    Open,
+    Ended,
+    Failed(String),
+}
+
+impl fmt::Debug for Export {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Export")
+            .field("image", &self.image)
+            .field("container_id", &self.container_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts exporting an image's root filesystem: creates a container from it (not started) and
+/// returns the blocking reader of `GET /containers/{id}/export`.
+///
+/// Blocks until the container exists, so call it, and read the result, from a thread that is
+/// not one of `runtime`'s workers (e.g. the thread that converts the tar, or
+/// `spawn_blocking`). `runtime` runs the requests; it must be a multi-thread runtime with IO
+/// and time enabled, or a current-thread one that another thread is driving with `block_on`.
+///
+/// The export does not depend on the container's configuration: a placeholder command
+/// ([`EXPORT_PLACEHOLDER_CMD`]) is given only when the image has neither Cmd nor Entrypoint,
+/// which the engine would refuse. The engine adds its usual container files (`.dockerenv`,
+/// `etc/hosts`, `etc/hostname`, `etc/resolv.conf`, `dev/`, `proc/`, `sys/`, `etc/mtab`),
+/// as `docker export` shows.
+pub fn export_image(
+    docker: &Docker,
+    image_id: &str,
+    runtime: &Handle,
+) -> Result<Export, DockerError> {
+    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel(EXPORT_CHUNKS);
+    let (cancel_tx, cancel_rx) = oneshot::channel();
+    let producer = {
+        let docker = docker.clone();
+        let image = image_id.to_owned();
+        let runtime = runtime.clone();
+        std::thread::Builder::new()
+            .name("eifctl-export".to_owned())
+            .spawn(move || runtime.block_on(produce(docker, image, ready_tx, chunk_tx, cancel_rx)))
+            .map_err(|e| DockerError::Export {
+                image: image_id.to_owned(),
+                message: format!("cannot start the thread that streams it: {e}"),
+            })?
+    };
+    match ready_rx.recv() {
+        Ok(Ok(container_id)) => Ok(Export {
+            image: image_id.to_owned(),
+            container_id,
+            chunks: Some(chunk_rx),
+            current: Bytes::new(),
+            state: ReadState::Open,
+            cancel: Some(cancel_tx),
+            producer: Some(producer),
+        }),
+        Ok(Err(error)) => {
+            // Nothing was created; the thread has ended or is about to.
+            let _ = producer.join();
+            Err(error)
+        }
+        Err(mpsc::RecvError) => {
+            let _ = producer.join();
+            Err(DockerError::Export {
+                image: image_id.to_owned(),
+                message: "the thread that streams it stopped before creating a container (is the runtime shut down?)".to_owned(),
+            })
+        }
+    }
+}
+
+impl Export {
+    /// The ID of the container the export comes from; it exists until the export ends.
+    pub fn container_id(&self) -> &str {
+        &self.container_id
+    }
+
+    /// Stops the export if it is still running, removes its container, and says whether that
+    /// worked. Dropping an `Export` does the same, but cannot report a failure.
+    pub fn close(mut self) -> Result<(), DockerError> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), DockerError> {
+        if let Some(cancel) = self.cancel.take() {
+            // Fails only when the thread is already done, which is as good.
+            let _ = cancel.send(());
+        }
+        // A thread blocked on a full channel wakes up to a closed one.
+        self.chunks = None;
+        match self.producer.take() {
+            Some(producer) => producer.join().unwrap_or_else(|_| {
+                Err(DockerError::Export {
+                    image: self.image.clone(),
+                    message: format!(
+                        "the thread that streams it panicked; container {} may be left behind",
+                        self.container_id
+                    ),
+                })
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        let _ = self.shut_down();
+    }
+}
+
+impl io::Read for Export {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.current.is_empty() {
+                let n = buf.len().min(self.current.len());
+                buf[..n].copy_from_slice(&self.current.split_to(n));
+                return Ok(n);
+            }
+            match &self.state {
+                ReadState::Open => {}
+                ReadState::Ended => return Ok(0),
+                ReadState::Failed(message) => return Err(io::Error::other(message.clone())),
+            }
+            let next = match &self.chunks {
+                Some(chunks) => chunks.recv().ok(),
+                None => None,
+            };
+            match next {
+                Some(Chunk::Data(bytes)) => self.current = bytes,
+                Some(Chunk::End) => self.state = ReadState::Ended,
+                Some(Chunk::Failed(message)) => self.state = ReadState::Failed(message),
+                // The thread never ends without a last word, unless it panicked.
+                None => {
+                    self.state = ReadState::Failed(format!(
+                        "exporting image {}: the stream stopped without an end (container {})",
+                        self.image, self.container_id
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// How the streaming loop ended.
+enum Outcome {
+    Ended,
+    Failed(BollardError),
+    Cancelled,
+}
+
+/// The streaming thread's work: create the container, report it, stream the export into
+/// `chunks`, remove the container, then say how it ended. Returns the removal's result.
+async fn produce(
+    docker: Docker,
+    image: String,
+    ready: mpsc::SyncSender<Result<String, DockerError>>,
+    chunks: mpsc::SyncSender<Chunk>,
+    mut cancel: oneshot::Receiver<()>,
+) -> Result<(), DockerError> {
+    let container = match create_export_container(&docker, &image).await {
+        Ok(container) => container,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return Ok(());
+        }
+    };
+    if ready.send(Ok(container.clone())).is_err() {
+        return remove_container(&docker, &container).await;
+    }
+    drop(ready);
+
+    let mut stream = Box::pin(docker.export_container(&container));
+    let outcome = loop {
+        let item = tokio::select! {
+            biased;
+            _ = &mut cancel => break Outcome::Cancelled,
+            item = stream.next() => item,
+        };
+        match item {
+            None => break Outcome::Ended,
+            // Blocks this thread, which is its own, while the reader is behind.
+            Some(Ok(bytes)) => {
+                if chunks.send(Chunk::Data(bytes)).is_err() {
+                    break Outcome::Cancelled;
+                }
+            }
+            Some(Err(error)) => break Outcome::Failed(error),
+        }
+    };
+    // Closes the connection, so the daemon stops writing before the container goes.
+    drop(stream);
+    let removed = remove_container(&docker, &container).await;
+    let last = match (&outcome, &removed) {
+        (Outcome::Cancelled, _) => None,
+        (Outcome::Ended, Ok(())) => Some(Chunk::End),
+        (Outcome::Ended, Err(error)) => Some(Chunk::Failed(format!(
+            "exporting image {image}: the stream ended, but {error}"
+        ))),
+        (Outcome::Failed(error), removed) => Some(Chunk::Failed(format!(
+            "exporting image {image}: the stream from container {container} failed: {}; {}",
+            one_line(&error.to_string()),
+            match removed {
+                Ok(()) => "the container was removed".to_owned(),
+                Err(error) => error.to_string(),
+            }
+        ))),
+    };
+    if let Some(last) = last {
+        let _ = chunks.send(last);
+    }
+    removed
+}
+
+/// Creates the (never started) container that an export reads from, labelled
+/// [`EXPORT_LABEL`].
+async fn create_export_container(docker: &Docker, image: &str) -> Result<String, DockerError> {
+    let info = inspect_image(docker, image).await?;
+    let has_command = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    let needs_command = !has_command(&info.cmd) && !has_command(&info.entrypoint);
+    let body = ContainerCreateBody {
+        // The ID, not the reference: a tag moved meanwhile cannot change what is exported.
+        image: Some(info.id.clone()),
+        cmd: needs_command.then(|| vec![EXPORT_PLACEHOLDER_CMD.to_owned()]),
+        labels: Some(HashMap::from([(EXPORT_LABEL.to_owned(), info.id.clone())])),
+        network_disabled: Some(true),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(None, body)
+        .await
+        .map_err(|source| DockerError::Request {
+            what: "POST /containers/create",
+            source,
+        })?;
+    Ok(created.id)
+}
+
+/// `DELETE /containers/{id}?force=true&v=true`. A container that is already gone counts as
+/// removed.
+async fn remove_container(docker: &Docker, container: &str) -> Result<(), DockerError> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match docker.remove_container(container, Some(options)).await {
+        Ok(())
+        | Err(BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(source) => Err(DockerError::RemoveContainer {
+            container: container.to_owned(),
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]
