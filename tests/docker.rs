@@ -6,6 +6,10 @@
 //!
 //! No test here changes the environment: it is shared by every test of the process. The
 //! error tests call `connect_to` with an endpoint instead of setting `DOCKER_HOST`.
+//!
+//! No registry is reachable here or in CI: every image is made on this machine
+//! (`common::images`), and pulls go to a registry served on 127.0.0.1 by the test itself
+//! (`common::registry`), or to a closed port there.
 
 mod common;
 
@@ -17,6 +21,7 @@ use std::os::unix::net::UnixStream;
 use bollard::API_DEFAULT_VERSION;
 use bollard::query_parameters::ListContainersOptions;
 use common::images::{self, TarEntry};
+use common::registry::Registry;
 use eifctl::docker::{
     self, DockerError, EXPORT_LABEL, EXPORT_PLACEHOLDER_CMD, Export, ImageInfo, MIN_API_VERSION,
 };
@@ -280,6 +285,77 @@ async fn a_digest_reference_to_an_absent_image_is_pulled_and_the_daemons_error_r
         Err(DockerError::InvalidReference { .. }) => {}
         other => panic!("{other:?}"),
     }
+}
+
+/// Removes an image reference when dropped, also when the test fails.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn a_digest_reference_is_pulled_and_its_digest_checked() {
+    let docker = connect_or_explain().await;
+    // An image of its own, so that pulling it changes no other test's image: the base's
+    // layer, which the engine has, and one it has never seen, which it must download.
+    let base = images::base_layer();
+    let nonce = format!(
+        "{:?} {}\n",
+        std::time::SystemTime::now(),
+        std::process::id()
+    );
+    let fresh = images::tar_of(&[
+        ("etc", 0o755, images::Entry::Dir),
+        ("etc/pulled", 0o644, images::Entry::File(nonce.as_bytes())),
+    ]);
+    let config = images::image_config(&[&base, &fresh], &[("eifctl.test", "pulled")]);
+    let registry = Registry::serve("eifctl-test/pulled", config, &[base, fresh]);
+    let reference = registry.reference();
+    let _untag = Untag(reference.clone());
+
+    let mut progress = Vec::new();
+    let info = docker::ensure_image_with_progress(&docker, &reference, &mut |line| {
+        progress.push(line.to_owned())
+    })
+    .await
+    .unwrap();
+    assert_eq!(info.id, registry.image_id());
+    assert!(
+        info.repo_digests.contains(&reference),
+        "{:?}",
+        info.repo_digests
+    );
+    assert!(
+        progress.iter().any(|l| l.ends_with(": Pull complete")),
+        "{progress:?}"
+    );
+    assert!(
+        !progress.iter().any(|l| l.contains("Downloading")),
+        "byte counts passed on: {progress:?}"
+    );
+    let requests = registry.requests();
+    let manifest = format!(
+        "GET /v2/eifctl-test/pulled/manifests/{}",
+        &reference[reference.find('@').unwrap() + 1..]
+    );
+    assert!(
+        requests.iter().any(|r| r.starts_with(&manifest)),
+        "{requests:?}"
+    );
+
+    // Now it is here: found without asking the registry again.
+    let again = docker::ensure_image_with_progress(&docker, &reference, &mut |line| {
+        panic!("pulled again: {line}")
+    })
+    .await
+    .unwrap();
+    assert_eq!(again.id, info.id);
+    assert_eq!(registry.requests().len(), requests.len());
 }
 
 /// The IDs of the containers that exports have made and not yet removed.

@@ -126,13 +126,14 @@ pub fn tar_of(entries: &[(&str, u32, Entry<'_>)]) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
-fn sha256_hex(data: &[u8]) -> String {
+/// The sha256 of `data`, in hex.
+pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// The base image in the `docker save` format (manifest.json, the config, one layer tar),
-/// tagged [`BASE_TAG`], and the ID it loads as: `sha256:` and the digest of its config.
-pub fn base_archive() -> (Vec<u8>, String) {
+/// The base image's one layer: `/bin/busybox`, its applets as symlinks to it, `/etc` and
+/// `/tmp`, as a deterministic tar.
+pub fn base_layer() -> Vec<u8> {
     let busybox = std::fs::read(BUSYBOX).unwrap_or_else(|e| {
         panic!("reading {BUSYBOX}: {e}: install busybox-static (scripts/test does)")
     });
@@ -152,21 +153,51 @@ pub fn base_archive() -> (Vec<u8>, String) {
         .iter()
         .map(|(path, mode, entry)| (path.as_str(), *mode, *entry))
         .collect();
-    let layer = tar_of(&borrowed);
-    let diff_id = sha256_hex(&layer);
+    tar_of(&borrowed)
+}
 
-    let config = serde_json::to_vec(&json!({
+/// The config of an image of `layers` (uncompressed tars), for this host's platform, with
+/// the base's `PATH` and `labels` (none for the base itself). The image's ID is `sha256:` and
+/// the digest of these bytes.
+pub fn image_config(layers: &[&[u8]], labels: &[(&str, &str)]) -> Vec<u8> {
+    let mut config = json!({ "Env": [BASE_PATH] });
+    if !labels.is_empty() {
+        let labels: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        config["Labels"] = serde_json::Value::Object(labels);
+    }
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|layer| format!("sha256:{}", sha256_hex(layer)))
+        .collect();
+    let history: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|_| {
+            json!({
+                "created": CREATED,
+                "created_by": "eifctl tests: the host's static busybox, written by tests/common/images.rs",
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({
         "architecture": go_arch(),
         "os": "linux",
         "created": CREATED,
-        "config": { "Env": [BASE_PATH] },
-        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] },
-        "history": [{
-            "created": CREATED,
-            "created_by": "eifctl tests: the host's static busybox, written by tests/common/images.rs",
-        }],
+        "config": config,
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": history,
     }))
-    .unwrap();
+    .unwrap()
+}
+
+/// The base image in the `docker save` format (manifest.json, the config, one layer tar),
+/// tagged [`BASE_TAG`], and the ID it loads as: `sha256:` and the digest of its config.
+pub fn base_archive() -> (Vec<u8>, String) {
+    let layer = base_layer();
+    let diff_id = sha256_hex(&layer);
+    let config = image_config(&[&layer], &[]);
     let config_hex = sha256_hex(&config);
     let config_name = format!("{config_hex}.json");
     let layer_name = format!("{diff_id}/layer.tar");
