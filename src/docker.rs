@@ -1183,6 +1183,12 @@ mod tests {
     }
 
     #[test]
+    fn an_export_can_move_to_the_thread_that_reads_it() {
+        fn send<T: Send + 'static>() {}
+        send::<Export>();
+    }
+
+    #[test]
     fn new_errors_are_one_line() {
         let errors = [
             DockerError::ImageNotFound {
