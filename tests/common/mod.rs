@@ -1,5 +1,9 @@
-//! Fixtures shared by the integration tests: random parts, assembled EIFs, byte surgery.
+//! Fixtures shared by the integration tests: random parts, assembled EIFs, byte surgery, and
+//! (in `images`) Docker images made without a registry.
 #![allow(dead_code)]
+
+pub mod images;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
