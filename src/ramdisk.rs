@@ -436,15 +436,10 @@ struct Meta {
     perm: u32,
     uid: u32,
     gid: u32,
-    mtime: Mtime,
+    /// The entry's own mtime, range-checked only when used: linuxkit replaces it for
+    /// touched and replaced entries.
+    mtime: i64,
     rdev: (u32, u32),
-}
-
-/// The entry's own mtime, kept unparsed until needed: linuxkit replaces it for touched and
-/// replaced entries, so an out-of-range value only matters for the others.
-enum Mtime {
-    Header(u64),
-    Pax(i64),
 }
 
 impl Meta {
@@ -453,11 +448,8 @@ impl Meta {
     }
 
     fn mtime(&self) -> Result<u32, RamdiskError> {
-        let value = match self.mtime {
-            Mtime::Header(v) => i128::from(v),
-            Mtime::Pax(v) => i128::from(v),
-        };
-        u32::try_from(value).map_err(|_| RamdiskError::OutOfRange {
+        let value = i128::from(self.mtime);
+        u32::try_from(self.mtime).map_err(|_| RamdiskError::OutOfRange {
             index: self.index,
             name: self.name_lossy(),
             field: "mtime",
@@ -486,7 +478,8 @@ fn convert_entry<R: Read, W: Write>(
     stats: &mut CustomerStats,
 ) -> Result<(), RamdiskError> {
     let name = entry.path_bytes().into_owned();
-    let typeflag = entry.header().entry_type().as_byte();
+    // The raw byte: the tar crate folds the legacy `\0` type into `0`, Go does not.
+    let typeflag = entry.header().as_old().linkflag[0];
     // A PAX global header reaches linuxkit as an entry of its own; its data is records, not
     // file content, so it is not asked for PAX records of its own.
     if typeflag == b'g' {
@@ -542,7 +535,7 @@ fn convert_entry<R: Read, W: Write>(
             format!("a {kind:?} entry whose name ends in '/': Go's tar writer refuses it"),
         ));
     }
-    let meta = read_meta(index, name, &entry, kind, pax_mtime)?;
+    let meta = read_meta(index, name, &entry, pax_mtime)?;
     let prefixed = [ROOTFS_PREFIX, &meta.name].concat();
     let touch_slot = TOUCH.iter().position(|t| t.key == meta.name.as_slice());
 
@@ -692,64 +685,110 @@ fn append_entry<W: Write>(
     Ok(())
 }
 
-/// Reads the numeric fields as Go's `archive/tar` reader would give them to linuxkit, and
+/// Reads the numeric fields as Go's `archive/tar` reader would give them to linuxkit
+/// (`parseNumeric`: octal, or base-256 with the high bit set; an all-blank field is 0), and
 /// checks what Go's writer (linuxkit's temporary tar) and gocpio (8 hex digits) can hold.
+/// PAX `uid`/`gid` records are already in the header (the tar crate applies them).
 fn read_meta<R: Read>(
     index: u64,
     name: Vec<u8>,
     entry: &tar::Entry<'_, R>,
-    kind: TarKind,
     pax_mtime: Option<i64>,
 ) -> Result<Meta, RamdiskError> {
     let header = entry.header();
-    let lossy = || String::from_utf8_lossy(&name).into_owned();
-    let tar_error = |source| RamdiskError::Tar { index, source };
-    let range = |field: &'static str, value: u64, max: u64| {
-        if value > max {
-            Err(RamdiskError::OutOfRange {
+    let old = header.as_old();
+    let bad = |field: &str| RamdiskError::Tar {
+        index,
+        source: io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the {field} field of the header is not a number"),
+        ),
+    };
+    let number = |field: &'static str, raw: &[u8]| go_numeric(raw).ok_or_else(|| bad(field));
+    let range = |field: &'static str, value: i64, max: u64| {
+        u32::try_from(value)
+            .ok()
+            .filter(|v| u64::from(*v) <= max)
+            .ok_or_else(|| RamdiskError::OutOfRange {
                 index,
-                name: lossy(),
+                name: String::from_utf8_lossy(&name).into_owned(),
                 field,
                 value: i128::from(value),
             })
-        } else {
-            Ok(value as u32)
-        }
     };
-    let mode = header.mode().map_err(tar_error)?;
-    let perm = range("mode", u64::from(mode), GO_TAR_OCTAL_MAX)? & 0o7777;
-    let uid = range("uid", header.uid().map_err(tar_error)?, u64::from(u32::MAX))?;
-    let gid = range("gid", header.gid().map_err(tar_error)?, u64::from(u32::MAX))?;
+    let mode = range("mode", number("mode", &old.mode)?, GO_TAR_OCTAL_MAX)?;
+    let uid = range("uid", number("uid", &old.uid)?, u64::from(u32::MAX))?;
+    let gid = range("gid", number("gid", &old.gid)?, u64::from(u32::MAX))?;
     let mtime = match pax_mtime {
-        Some(v) => Mtime::Pax(v),
-        None => Mtime::Header(header.mtime().map_err(tar_error)?),
+        Some(v) => v,
+        None => number("mtime", &old.mtime)?,
     };
-    // Device numbers travel for every type (initrd.go copies them unconditionally). For
-    // devices a broken field is an error; elsewhere it is read as 0, as Go reads empty fields.
-    let (major, minor) = if matches!(kind, TarKind::Char | TarKind::Block) {
-        (
-            header.device_major().map_err(tar_error)?.unwrap_or(0),
-            header.device_minor().map_err(tar_error)?.unwrap_or(0),
-        )
-    } else {
-        (
-            header.device_major().ok().flatten().unwrap_or(0),
-            header.device_minor().ok().flatten().unwrap_or(0),
-        )
+    // Go reads device numbers from ustar and GNU headers, whatever the type, and initrd.go
+    // copies them unconditionally.
+    let dev_fields = match (header.as_ustar(), header.as_gnu()) {
+        (Some(h), _) => Some((h.dev_major, h.dev_minor)),
+        (None, Some(h)) => Some((h.dev_major, h.dev_minor)),
+        (None, None) => None,
     };
-    let rdev = (
-        range("devmajor", u64::from(major), GO_TAR_OCTAL_MAX)?,
-        range("devminor", u64::from(minor), GO_TAR_OCTAL_MAX)?,
-    );
+    let rdev = match dev_fields {
+        Some((major, minor)) => (
+            range("devmajor", number("devmajor", &major)?, GO_TAR_OCTAL_MAX)?,
+            range("devminor", number("devminor", &minor)?, GO_TAR_OCTAL_MAX)?,
+        ),
+        None => (0, 0),
+    };
     Ok(Meta {
         index,
         name,
-        perm,
+        perm: mode & 0o7777,
         uid,
         gid,
         mtime,
         rdev,
     })
+}
+
+/// Go's `parser.parseNumeric`: base-256 (two's complement) when the first byte has its high
+/// bit set, else octal text with surrounding spaces and NULs ignored; `None` where Go fails.
+fn go_numeric(raw: &[u8]) -> Option<i64> {
+    if raw.first().is_some_and(|b| b & 0x80 != 0) {
+        let inv = if raw[0] & 0x40 != 0 { 0xff } else { 0 };
+        let mut x: u64 = 0;
+        for (i, &byte) in raw.iter().enumerate() {
+            let mut c = byte ^ inv;
+            if i == 0 {
+                c &= 0x7f;
+            }
+            if x >> 56 > 0 {
+                return None;
+            }
+            x = (x << 8) | u64::from(c);
+        }
+        if x >> 63 > 0 {
+            return None;
+        }
+        let x = x as i64;
+        return Some(if inv == 0xff { !x } else { x });
+    }
+    let trimmed = {
+        let start = raw.iter().position(|&b| b != b' ' && b != 0);
+        let end = raw.iter().rposition(|&b| b != b' ' && b != 0);
+        match (start, end) {
+            (Some(s), Some(e)) => &raw[s..=e],
+            _ => return Some(0),
+        }
+    };
+    // parseString: the text ends at the first NUL.
+    let text = match trimmed.iter().position(|&b| b == 0) {
+        Some(nul) => &trimmed[..nul],
+        None => trimmed,
+    };
+    if text.is_empty() || !text.iter().all(|b| (b'0'..=b'7').contains(b)) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(text).ok()?, 8)
+        .ok()
+        .and_then(|v| i64::try_from(v).ok())
 }
 
 /// Applies Go's `mergePAX` checks: returns the `mtime` record, refuses malformed numbers (Go's
@@ -1117,6 +1156,32 @@ mod tests {
         assert_eq!(parse_pax_time(b""), None);
         assert_eq!(parse_pax_time(b" 1"), None);
         assert_eq!(parse_pax_time(b"1."), Some(1));
+    }
+
+    #[test]
+    fn numeric_fields_parse_like_go() {
+        assert_eq!(go_numeric(b"0000644\0"), Some(0o644));
+        assert_eq!(go_numeric(b" 644 \0\0\0"), Some(0o644));
+        assert_eq!(go_numeric(b"\0\0\0\0\0\0\0\0"), Some(0), "blank field is 0");
+        assert_eq!(go_numeric(b"        "), Some(0));
+        assert_eq!(go_numeric(b"0000 644"), None);
+        assert_eq!(go_numeric(b"00008\0"), None);
+        assert_eq!(
+            go_numeric(b"12\09"),
+            Some(0o12),
+            "text ends at the first NUL"
+        );
+        assert_eq!(go_numeric(&[0x80, 0, 0, 0, 0, 0, 1, 0]), Some(256));
+        assert_eq!(go_numeric(&[0xff; 8]), Some(-1));
+        assert_eq!(
+            go_numeric(&[0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            Some(0xff_ffff_ffff_ffff)
+        );
+        assert_eq!(
+            go_numeric(&[0x80, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            None,
+            "overflow"
+        );
     }
 
     #[test]
