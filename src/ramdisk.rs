@@ -225,7 +225,7 @@ pub struct CustomerStats {
     pub created: u64,
     /// Hard links written as relative symlinks.
     pub hard_links: u64,
-    /// Size of the ramdisk, padding included.
+    /// Bytes written so far; once the ramdisk is complete, its size, padding included.
     pub archive_bytes: u64,
 }
 
@@ -279,7 +279,7 @@ pub fn write_customer<R: Read, W: Write>(
     out: W,
 ) -> Result<(W, CustomerStats), RamdiskError> {
     let mut stats = CustomerStats::default();
-    let mut cw = Writer::new(out, WriterOptions::linuxkit());
+    let mut cw = Writer::new(Counting { inner: out, n: 0 }, WriterOptions::linuxkit());
 
     // ImageTar -> tarPrefix: one directory per component of the prefix.
     append_generated(
@@ -349,7 +349,8 @@ pub fn write_customer<R: Read, W: Write>(
     )?;
 
     let out = cw.finish()?;
-    Ok((out, stats))
+    stats.archive_bytes = out.n;
+    Ok((out.inner, stats))
 }
 
 /// A header for an entry linuxkit makes up: uid/gid 0, mtime [`LINUXKIT_MTIME`].
@@ -1030,6 +1031,25 @@ pub fn go_rel(basepath: &[u8], targpath: &[u8]) -> Option<Vec<u8>> {
         return Some(out);
     }
     Some(targ[t0..].to_vec())
+}
+
+/// Counts what reaches the output, so the stats can give the final size, trailer and
+/// padding included.
+struct Counting<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Passes reads through and remembers the first input error, so that a failure while copying
