@@ -502,59 +502,42 @@ fn convert_entry<R: Read, W: Write>(
         return Ok(());
     }
 
-    let kind = TarKind::of(typeflag, &name).ok_or_else(|| {
-        unsupported(
-            index,
-            &name,
-            format!(
-                "tar type {:?} has no cpio equivalent; linuxkit fails on it",
-                char::from(typeflag)
-            ),
-        )
-    })?;
     check_path(index, &name, "name")?;
+    let kind = TarKind::of(typeflag, &name);
     let size = entry.size();
-    if kind != TarKind::Regular && size != 0 {
+    if let Some(kind) = kind.filter(|k| *k != TarKind::Regular && size != 0) {
+        // Go skips no data blocks for these types; the tar crate would, and the two readers
+        // would see different archives from here on.
         return Err(unsupported(
             index,
             &name,
             format!(
                 "a {kind:?} entry with {size} data bytes: Go's tar reader ignores such data, this \
-             reader cannot"
+                 reader cannot"
             ),
-        ));
-    }
-    // Go's tar writer (linuxkit re-encodes every header) refuses these names.
-    if matches!(
-        kind,
-        TarKind::Regular | TarKind::Char | TarKind::Block | TarKind::Fifo
-    ) && name.ends_with(b"/")
-    {
-        return Err(unsupported(
-            index,
-            &name,
-            format!("a {kind:?} entry whose name ends in '/': Go's tar writer refuses it"),
         ));
     }
     let meta = read_meta(index, name, &entry, pax_mtime)?;
     let prefixed = [ROOTFS_PREFIX, &meta.name].concat();
     let touch_slot = TOUCH.iter().position(|t| t.key == meta.name.as_slice());
 
-    // ImageTar, second rule: replaced content. The AWS patch "Fix output image duplicate
-    // entries" marks the path as found so it is not created again after the tree.
+    // ImageTar, second rule: replaced content, before any look at the type. The AWS patch
+    // "Fix output image duplicate entries" marks the path as found so it is not created again
+    // after the tree.
     if meta.name == b"etc/hosts" || meta.name == b"etc/resolv.conf" {
         if let Some(slot) = touch_slot {
             found[slot] = true;
         }
         stats.replaced += 1;
         let (header, data) = if meta.name == b"etc/hosts" {
-            if kind != TarKind::Regular {
+            if kind != Some(TarKind::Regular) {
                 return Err(unsupported(
                     index,
                     &meta.name,
                     format!(
-                        "etc/hosts is a {kind:?}: linuxkit replaces its content and Go's tar \
-                     writer refuses content for that type"
+                        "etc/hosts is of tar type {:?}: linuxkit gives it new content, which \
+                         Go's tar writer or initrd.go then refuses",
+                        char::from(typeflag)
                     ),
                 ));
             }
@@ -571,6 +554,29 @@ fn convert_entry<R: Read, W: Write>(
             (header, RESOLV_CONF_TARGET)
         };
         return append_entry(cw, stats, &meta, &header, data);
+    }
+
+    let kind = kind.ok_or_else(|| {
+        unsupported(
+            index,
+            &meta.name,
+            format!(
+                "tar type {:?} has no cpio equivalent; linuxkit fails on it",
+                char::from(typeflag)
+            ),
+        )
+    })?;
+    // Go's tar writer (linuxkit re-encodes every header) refuses these names.
+    if matches!(
+        kind,
+        TarKind::Regular | TarKind::Char | TarKind::Block | TarKind::Fifo
+    ) && meta.name.ends_with(b"/")
+    {
+        return Err(unsupported(
+            index,
+            &meta.name,
+            format!("a {kind:?} entry whose name ends in '/': Go's tar writer refuses it"),
+        ));
     }
 
     // ImageTar, third rule: touched paths keep everything but the mtime.

@@ -800,6 +800,25 @@ fn entry_types_cpio_cannot_hold() {
         })
         .finish();
     assert_eq!(convert(&tar).1.excluded, 1);
+    // ...and replaces etc/resolv.conf by a symlink whatever its type was.
+    let tar = ExportTar::new()
+        .add(Member {
+            name: b"etc/resolv.conf",
+            typeflag: b'7',
+            data: b"nameserver 1.1.1.1\n",
+            ..Member::default()
+        })
+        .finish();
+    assert_eq!(
+        convert(&tar).0[1],
+        e(
+            "rootfs/etc/resolv.conf",
+            0o120644,
+            ROOT,
+            M,
+            b"/run/resolvconf/resolv.conf"
+        )
+    );
 }
 
 #[test]
