@@ -12,3 +12,4 @@ pub mod diff;
 pub mod docker;
 pub mod eif;
 pub mod pcr;
+pub mod ramdisk;
