@@ -203,7 +203,8 @@ impl BlobSet {
 
     /// The kernel's `.config`, which records the kernel version, if present.
     pub fn kernel_config(&self, arch: crate::eif::Arch) -> Option<PathBuf> {
-        self.file(&format!("{}.config", arch.kernel_blob_name())).ok()
+        self.file(&format!("{}.config", arch.kernel_blob_name()))
+            .ok()
     }
 
     /// The command line, trimmed as nitro-cli trims it.
@@ -236,7 +237,10 @@ mod tests {
         assert_eq!(set.origin, BlobOrigin::Flag);
         let e = set.init().unwrap_err().to_string();
         assert!(e.starts_with("boot blob init not found in "), "{e}");
-        assert!(e.contains(&dir.path().display().to_string()) && e.contains("--blobs"), "{e}");
+        assert!(
+            e.contains(&dir.path().display().to_string()) && e.contains("--blobs"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -247,7 +251,10 @@ mod tests {
         let set = BlobSet::locate(Some(dir.path()));
         assert_eq!(set.cmdline().unwrap(), "console=ttyS0 reboot=k");
         assert!(set.kernel(crate::eif::Arch::Aarch64).is_ok());
-        let e = set.kernel(crate::eif::Arch::X86_64).unwrap_err().to_string();
+        let e = set
+            .kernel(crate::eif::Arch::X86_64)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bzImage"), "{e}");
     }
 

@@ -11,5 +11,6 @@ pub mod describe;
 pub mod diff;
 pub mod docker;
 pub mod eif;
+pub mod enclave;
 pub mod pcr;
 pub mod ramdisk;

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 
 use common::*;
@@ -601,23 +600,31 @@ fn a_generated_ramdisk_is_written_like_a_file_with_the_same_bytes() {
     let parts = write_parts(dir.path(), 21, &[3000, 3 * 1024 * 1024 + 17]);
     let data = std::fs::read(&parts.ramdisks[1]).unwrap();
     let out = dir.path().join("generated.eif");
-    EifBuilder::new(Arch::X86_64, Source::File(parts.kernel.clone()), parts.cmdline.clone(), &metadata("test"))
-        .ramdisk(Source::File(parts.ramdisks[0].clone()))
-        .ramdisk(Source::Generated {
-            name: "generated ramdisk".into(),
-            produce: Box::new(move |w| {
-                // Odd-sized writes, to cross chunk boundaries.
-                for piece in data.chunks(99_991) {
-                    w.write_all(piece)?;
-                }
-                Ok(())
-            }),
-        })
-        .write_to(&out)
-        .unwrap();
+    EifBuilder::new(
+        Arch::X86_64,
+        Source::File(parts.kernel.clone()),
+        parts.cmdline.clone(),
+        &metadata("test"),
+    )
+    .ramdisk(Source::File(parts.ramdisks[0].clone()))
+    .ramdisk(Source::Generated {
+        name: "generated ramdisk".into(),
+        produce: Box::new(move |w| {
+            // Odd-sized writes, to cross chunk boundaries.
+            for piece in data.chunks(99_991) {
+                w.write_all(piece)?;
+            }
+            Ok(())
+        }),
+    })
+    .write_to(&out)
+    .unwrap();
     let reference = dir.path().join("reference.eif");
     build(&parts, &reference);
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&reference).unwrap());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&reference).unwrap()
+    );
 }
 
 #[test]
@@ -626,22 +633,38 @@ fn a_failing_producer_fails_the_write_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let parts = write_parts(dir.path(), 22, &[100]);
     let out = dir.path().join("never.eif");
-    let err = EifBuilder::new(Arch::X86_64, Source::File(parts.kernel.clone()), "x", &metadata("t"))
-        .ramdisk(Source::File(parts.ramdisks[0].clone()))
-        .ramdisk(Source::Generated {
-            name: "customer ramdisk".into(),
-            produce: Box::new(|w| {
-                w.write_all(&[0u8; 5000])?;
-                Err(std::io::Error::other("the export broke off"))
-            }),
-        })
-        .write_to(&out)
-        .unwrap_err();
+    let err = EifBuilder::new(
+        Arch::X86_64,
+        Source::File(parts.kernel.clone()),
+        "x",
+        &metadata("t"),
+    )
+    .ramdisk(Source::File(parts.ramdisks[0].clone()))
+    .ramdisk(Source::Generated {
+        name: "customer ramdisk".into(),
+        produce: Box::new(|w| {
+            w.write_all(&[0u8; 5000])?;
+            Err(std::io::Error::other("the export broke off"))
+        }),
+    })
+    .write_to(&out)
+    .unwrap_err();
     assert!(matches!(err, WriteError::Input { .. }), "{err}");
-    assert!(err.to_string().contains("customer ramdisk: the export broke off"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("customer ramdisk: the export broke off"),
+        "{err}"
+    );
     assert!(!out.exists());
-    let left = std::fs::read_dir(dir.path()).unwrap().filter(|e| {
-        e.as_ref().unwrap().file_name().to_string_lossy().contains("tmp")
-    }).count();
+    let left = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("tmp")
+        })
+        .count();
     assert_eq!(left, 0);
 }

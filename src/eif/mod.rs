@@ -11,7 +11,7 @@ mod reader;
 pub mod signature;
 mod writer;
 
-pub use metadata::{BuildInfo, Metadata, rfc3339_utc};
+pub use metadata::{BuildInfo, Metadata, UNKNOWN, rfc3339_utc};
 pub use reader::{EifFile, ReadError, Scan, Section, SectionDigests};
 pub use reader::{MAX_METADATA, MAX_SIGNATURE, Problem, SectionReader};
 pub use writer::{EifBuilder, Pcr0Signer, Producer, Source, WriteError, Written, trim_cmdline};

@@ -32,10 +32,7 @@ pub enum Source {
     /// Data produced by a function writing into a pipe on its own thread, e.g. a ramdisk encoded
     /// from a Docker export while the EIF is written. If the function fails, the section (and
     /// so the whole write) fails: a producer error can never pass for the end of the data.
-    Generated {
-        name: String,
-        produce: Producer,
-    },
+    Generated { name: String, produce: Producer },
 }
 
 /// A function that writes a section's data; see [`Source::Generated`].
@@ -461,9 +458,9 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .send(Piece::Data(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the EIF writer stopped reading"))
+        self.tx.send(Piece::Data(chunk)).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the EIF writer stopped reading")
+        })
     }
 }
 

@@ -23,6 +23,7 @@ struct Cli {
 enum Command {
     Describe(cmd::describe::Args),
     Assemble(Box<cmd::assemble::Args>),
+    BuildEnclave(Box<cmd::build_enclave::Args>),
     Pcr(cmd::pcr::Args),
     Diff(cmd::diff::Args),
     #[command(subcommand)]
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Describe(a) => cmd::describe::run(a),
         Command::Assemble(a) => cmd::assemble::run(*a),
+        Command::BuildEnclave(a) => cmd::build_enclave::run(*a),
         Command::Pcr(a) => cmd::pcr::run(a),
         Command::Diff(a) => cmd::diff::run(a),
         Command::Blobs(c) => cmd::blobs::run(c),

@@ -3,8 +3,8 @@
 use crate::failure::{Failure, one_line};
 
 pub mod assemble;
-pub mod build_enclave;
 pub mod blobs;
+pub mod build_enclave;
 pub mod describe;
 pub mod diff;
 pub mod pcr;
