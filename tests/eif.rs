@@ -668,3 +668,51 @@ fn a_failing_producer_fails_the_write_and_leaves_nothing() {
         .count();
     assert_eq!(left, 0);
 }
+
+#[test]
+fn a_signature_section_passed_through_still_verifies_over_the_same_pcr0() {
+    use eifctl::eif::signature::PemSigner;
+    use eifctl::eif::{Arch, EifBuilder, Source};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    sh(&format!(
+        "openssl ecparam -name secp384r1 -genkey -noout -out {d}/k.pem && \
+         openssl req -x509 -new -key {d}/k.pem -subj /CN=pass -days 30 -out {d}/c.pem"
+    ));
+    let signer = PemSigner::new(
+        std::fs::read(dir.path().join("c.pem")).unwrap(),
+        std::fs::read(dir.path().join("k.pem")).unwrap(),
+    )
+    .unwrap();
+    let parts = write_parts(dir.path(), 41, &[500, 700]);
+    let builder = |name: &str| {
+        let mut b = EifBuilder::new(
+            Arch::X86_64,
+            Source::File(parts.kernel.clone()),
+            parts.cmdline.clone(),
+            &metadata(name),
+        );
+        for r in &parts.ramdisks {
+            b = b.ramdisk(Source::File(r.clone()));
+        }
+        b
+    };
+    let signed = builder("signed")
+        .signer(Box::new(signer))
+        .write_to(&dir.path().join("s.eif"))
+        .unwrap();
+    let section = signed.signature.clone().unwrap();
+    // Same measured sections, other metadata, the signature copied verbatim.
+    let copy = dir.path().join("copy.eif");
+    builder("copy")
+        .signature_section(section)
+        .write_to(&copy)
+        .unwrap();
+    let eif = EifFile::open(&copy).unwrap();
+    let d = eifctl::describe::describe(&eif).unwrap();
+    let sig = d.signature.expect("signed");
+    assert!(sig.valid);
+    assert!(d.crc_ok);
+    assert_eq!(d.measurements.pcr0, signed.measurements.pcr0);
+    assert!(d.measurements.pcr8.is_some());
+}
