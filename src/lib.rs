@@ -6,10 +6,12 @@
 //! Every module streams: an EIF or a root filesystem is never held in memory whole.
 
 pub mod blobs;
+pub mod context;
 pub mod cpio;
 pub mod describe;
 pub mod diff;
 pub mod docker;
+pub mod dtar;
 pub mod eif;
 pub mod enclave;
 pub mod pcr;
