@@ -16,7 +16,7 @@
 //! and its root filesystem as one tar stream ([`export_image`]), handed to synchronous code as
 //! a blocking reader so that the tar-to-cpio conversion never holds the whole image in memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -27,12 +27,15 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, CreateImageInfo};
-use bollard::query_parameters::{CreateImageOptions, RemoveContainerOptions};
+use bollard::query_parameters::{
+    BuildImageOptions, BuilderVersion, CreateImageOptions, RemoveContainerOptions,
+};
 use bollard::{API_DEFAULT_VERSION, BollardRequest, ClientVersion, Docker};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -166,6 +169,24 @@ pub enum DockerError {
         /// The image ID (or reference) being exported.
         image: String,
         /// What went wrong.
+        message: String,
+    },
+
+    /// A build failed: at `step` (the daemon's `Step n/m : INSTRUCTION` line, or
+    /// `before the first step`), with the daemon's message, on one line.
+    #[error("the build failed at {step}: {message}")]
+    BuildFailed {
+        /// The step that failed, e.g. `Step 3/7 : RUN false`.
+        step: String,
+        /// What the daemon said, e.g. `The command '/bin/sh -c false' returned a non-zero
+        /// code: 1`.
+        message: String,
+    },
+
+    /// Loading an image archive failed; `message` is the daemon's, on one line.
+    #[error("loading an image archive failed: {message}")]
+    Load {
+        /// What the daemon said.
         message: String,
     },
 
@@ -732,6 +753,211 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+// --- build -------------------------------------------------------------------------------------
+
+/// What a build reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildEvent {
+    /// The daemon starts step `n` of `m`; `text` is the instruction, e.g. `RUN make`.
+    Step { n: u32, m: u32, text: String },
+    /// A line of the build's output (a RUN's output, or the daemon's ` ---> abc123`).
+    Output(String),
+}
+
+/// How much of the context is read at a time to send it.
+const CONTEXT_CHUNK: usize = 64 << 10;
+
+/// Builds an image with the classic builder (`POST /build`, `version=1`) and returns its ID.
+///
+/// `context` is the build context as a tar (see [`crate::context`]), streamed as it is read:
+/// a file, typically, never held in memory whole. `dockerfile` is the Dockerfile's path
+/// inside the context. Nothing is pulled (`FROM` must name an image the engine has: pin a
+/// base by passing its ID as a build arg, `ARG BASE` / `FROM ${BASE}`), RUN steps have no
+/// network (`networkmode=none`), and intermediate containers are removed whether the build
+/// succeeds or not. `no_cache` builds every step afresh.
+///
+/// `on_event` gets each step as it starts and each line of output. A failing step is
+/// [`DockerError::BuildFailed`] with that step and the daemon's message. The image ID comes
+/// from the daemon's `aux` message, or else from its `Successfully built` line.
+pub async fn build_image<R>(
+    docker: &Docker,
+    context: R,
+    dockerfile: &str,
+    build_args: &BTreeMap<String, String>,
+    tag: &str,
+    no_cache: bool,
+    on_event: &mut (dyn FnMut(BuildEvent) + Send),
+) -> Result<String, DockerError>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    let options = BuildImageOptions {
+        dockerfile: dockerfile.to_owned(),
+        t: Some(tag.to_owned()),
+        // Absent is false: the daemon pulls nothing, so FROM can name a local image.
+        pull: None,
+        nocache: no_cache,
+        rm: true,
+        forcerm: true,
+        networkmode: Some("none".to_owned()),
+        buildargs: Some(
+            build_args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        version: BuilderVersion::BuilderV1,
+        ..Default::default()
+    };
+    let body = bollard::body_try_stream(read_chunks(context));
+    let mut stream = docker.build_image(options, None, Some(body));
+
+    let mut lines = LineSplitter::default();
+    let mut step: Option<String> = None;
+    let mut aux_id = None;
+    let mut built = None;
+    let mut handle = |line: String, step: &mut Option<String>, built: &mut Option<String>| {
+        if let Some(event) = parse_step(&line) {
+            *step = Some(line.clone());
+            on_event(event);
+        } else {
+            if let Some(short) = line.strip_prefix("Successfully built ") {
+                *built = Some(short.trim().to_owned());
+            }
+            on_event(BuildEvent::Output(line));
+        }
+    };
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(text) = info.stream {
+                    for line in lines.push(&text) {
+                        handle(line, &mut step, &mut built);
+                    }
+                }
+                if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                    aux_id = Some(id);
+                }
+            }
+            Err(error) => {
+                if let Some(line) = lines.finish() {
+                    handle(line, &mut step, &mut built);
+                }
+                let message = match error {
+                    BollardError::DockerStreamError { error } => error,
+                    BollardError::DockerResponseServerError { message, .. } => message,
+                    source => {
+                        return Err(DockerError::Request {
+                            what: "POST /build",
+                            source,
+                        });
+                    }
+                };
+                return Err(DockerError::BuildFailed {
+                    step: step.unwrap_or_else(|| "before the first step".to_owned()),
+                    message: one_line(&message),
+                });
+            }
+        }
+    }
+    if let Some(line) = lines.finish() {
+        handle(line, &mut step, &mut built);
+    }
+    if let Some(id) = aux_id {
+        return Ok(id);
+    }
+    match built {
+        Some(short) => Ok(inspect_image(docker, &short).await?.id),
+        None => Err(DockerError::Malformed {
+            what: "POST /build",
+            missing: "the built image's ID (an aux ID or a Successfully built line)",
+        }),
+    }
+}
+
+/// A reader as a stream of chunks of up to [`CONTEXT_CHUNK`] bytes, for a request body; the
+/// stream ends after the first error, which fails the request.
+fn read_chunks<R>(reader: R) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static
+where
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    futures_util::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        let mut buf = bytes::BytesMut::with_capacity(CONTEXT_CHUNK);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(buf.freeze()), Some(reader))),
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// Loads a `docker save` archive (`POST /images/load`), streamed from `archive` as it is
+/// read. What it loads, and under which tags, is for the caller to check.
+pub async fn load_image<R>(docker: &Docker, archive: R) -> Result<(), DockerError>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    let options = bollard::query_parameters::ImportImageOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let body = bollard::body_try_stream(read_chunks(archive));
+    let mut stream = docker.import_image(options, body, None);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(_) => {}
+            Err(BollardError::DockerStreamError { error })
+            | Err(BollardError::DockerResponseServerError { message: error, .. }) => {
+                return Err(DockerError::Load {
+                    message: one_line(&error),
+                });
+            }
+            Err(source) => {
+                return Err(DockerError::Request {
+                    what: "POST /images/load",
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses the classic builder's `Step 3/7 : RUN make`.
+fn parse_step(line: &str) -> Option<BuildEvent> {
+    let rest = line.strip_prefix("Step ")?;
+    let (counts, text) = rest.split_once(" : ")?;
+    let (n, m) = counts.split_once('/')?;
+    Some(BuildEvent::Step {
+        n: n.parse().ok()?,
+        m: m.parse().ok()?,
+        text: text.trim_end().to_owned(),
+    })
+}
+
+/// Cuts the daemon's `stream` texts, which may end mid-line, into lines.
+#[derive(Default)]
+struct LineSplitter {
+    partial: String,
+}
+
+impl LineSplitter {
+    fn push(&mut self, text: &str) -> Vec<String> {
+        self.partial.push_str(text);
+        let mut lines = Vec::new();
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            lines.push(line.trim_end_matches(['\n', '\r']).to_owned());
+        }
+        lines
+    }
+
+    fn finish(&mut self) -> Option<String> {
+        (!self.partial.is_empty()).then(|| std::mem::take(&mut self.partial))
+    }
+}
+
 // --- export ------------------------------------------------------------------------------------
 
 /// How many chunks of an export may wait between the daemon and the reader. Chunks are what
@@ -1180,6 +1406,26 @@ mod tests {
             None
         );
         assert_eq!(progress_line(&event(Some("a"), "  ", None)), None);
+    }
+
+    #[test]
+    fn steps_are_parsed_and_lines_split() {
+        assert_eq!(
+            parse_step("Step 3/7 : RUN echo a : b"),
+            Some(BuildEvent::Step {
+                n: 3,
+                m: 7,
+                text: "RUN echo a : b".into()
+            })
+        );
+        assert_eq!(parse_step(" ---> Running in abc"), None);
+        assert_eq!(parse_step("Step x/7 : RUN"), None);
+        let mut s = LineSplitter::default();
+        assert_eq!(s.push("a\nb"), ["a"]);
+        assert_eq!(s.push("c\r\n\n"), ["bc", ""]);
+        assert_eq!(s.push("d"), Vec::<String>::new());
+        assert_eq!(s.finish().as_deref(), Some("d"));
+        assert_eq!(s.finish(), None);
     }
 
     #[test]
