@@ -14,5 +14,6 @@ pub mod docker;
 pub mod dtar;
 pub mod eif;
 pub mod enclave;
+pub mod normalize;
 pub mod pcr;
 pub mod ramdisk;
