@@ -492,6 +492,7 @@ async fn archive_base_with_two_images_is_refused() {
         "{message}"
     );
     assert!(message.starts_with("base two: "), "{message}");
+    eprintln!("{message}");
     assert!(message.contains("2 images"), "{message}");
 }
 
@@ -542,6 +543,7 @@ async fn registry_base_needs_a_digest() {
         .await
         .unwrap_err();
         let message = error.to_string();
+        eprintln!("{message}");
         assert!(matches!(error, BaseError::NotPinned { .. }), "{message}");
         assert!(message.starts_with("base up: "), "{message}");
         assert!(message.contains(reference), "{message}");
@@ -567,7 +569,42 @@ async fn registry_base_that_cannot_be_pulled_fails_in_one_line() {
     .unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, BaseError::Docker { .. }), "{message}");
+    eprintln!("{message}");
     assert!(message.starts_with("base up: cannot pull "), "{message}");
     assert!(message.contains(&reference), "{message}");
     assert!(!message.contains('\n'), "{message}");
+}
+
+#[tokio::test]
+async fn mmdebstrap_failure_is_one_line() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines = Lines::default();
+    let spec = BaseSpec::Mmdebstrap(MmdebstrapSpec {
+        suite: "bookworm".into(),
+        packages: vec!["dpkg".into(), "eifctl-no-such-package".into()],
+        variant: Variant::Custom,
+        mirror: None,
+        hooks: vec!["busybox".into()],
+    });
+    let error = run(
+        &docker,
+        "broken",
+        &spec,
+        dir.path(),
+        host_arch(),
+        None,
+        &lines,
+    )
+    .await
+    .unwrap_err();
+    let message = error.to_string();
+    eprintln!("{message}");
+    assert!(matches!(error, BaseError::Mmdebstrap { .. }), "{message}");
+    assert!(
+        message.starts_with("base broken: mmdebstrap failed"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+    assert!(ran_mmdebstrap(&lines.take()));
 }
