@@ -5,6 +5,7 @@
 //! recipe -> image -> ramdisks -> EIF -> measurements -> manifest -> signature -> release.
 //! Every module streams: an EIF or a root filesystem is never held in memory whole.
 
+pub mod base;
 pub mod blobs;
 pub mod context;
 pub mod cpio;
