@@ -5,8 +5,10 @@
 //! recipe -> image -> ramdisks -> EIF -> measurements -> manifest -> signature -> release.
 //! Every module streams: an EIF or a root filesystem is never held in memory whole.
 
+pub mod atomic;
 pub mod base;
 pub mod blobs;
+pub mod build;
 pub mod context;
 pub mod cpio;
 pub mod describe;
@@ -15,6 +17,8 @@ pub mod docker;
 pub mod dtar;
 pub mod eif;
 pub mod enclave;
+pub mod manifest;
 pub mod normalize;
 pub mod pcr;
 pub mod ramdisk;
+pub mod recipe;

@@ -24,6 +24,8 @@ enum Command {
     Describe(cmd::describe::Args),
     Assemble(Box<cmd::assemble::Args>),
     BuildEnclave(Box<cmd::build_enclave::Args>),
+    Build(Box<cmd::build::Args>),
+    Lock(cmd::lock::Args),
     Pcr(cmd::pcr::Args),
     Diff(cmd::diff::Args),
     #[command(subcommand)]
@@ -42,6 +44,8 @@ fn main() -> ExitCode {
         Command::Describe(a) => cmd::describe::run(a),
         Command::Assemble(a) => cmd::assemble::run(*a),
         Command::BuildEnclave(a) => cmd::build_enclave::run(*a),
+        Command::Build(a) => cmd::build::run(*a),
+        Command::Lock(a) => cmd::lock::run(a),
         Command::Pcr(a) => cmd::pcr::run(a),
         Command::Diff(a) => cmd::diff::run(a),
         Command::Blobs(c) => cmd::blobs::run(c),

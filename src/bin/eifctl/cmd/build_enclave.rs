@@ -61,11 +61,7 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
         Some(m) => super::custom_metadata(m)?,
     };
     let signer = super::signer(args.signing_certificate.as_ref(), args.private_key.as_ref())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::environment(format!("starting the async runtime: {e}")))?;
+    let rt = super::runtime()?;
     let docker = rt
         .block_on(eifctl::docker::connect())
         .map_err(docker_failure)?;

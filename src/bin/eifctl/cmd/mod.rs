@@ -4,9 +4,11 @@ use crate::failure::{Failure, one_line};
 
 pub mod assemble;
 pub mod blobs;
+pub mod build;
 pub mod build_enclave;
 pub mod describe;
 pub mod diff;
+pub mod lock;
 pub mod pcr;
 
 /// Prints a JSON value the way nitro-cli does: pretty, two-space indent, trailing newline.
@@ -89,4 +91,13 @@ pub fn signer(
                 one_line(&e)
             ))
         })
+}
+
+/// The async runtime for commands that talk to Docker.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::environment(format!("starting the async runtime: {e}")))
 }
