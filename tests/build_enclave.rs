@@ -13,14 +13,6 @@ use eifctl::cpio;
 use eifctl::eif::{Arch, EifFile};
 use serde_json::{Value, json};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn docker(rt: &tokio::runtime::Runtime) -> bollard::Docker {
     rt.block_on(eifctl::docker::connect())
         .expect("a Docker daemon (scripts/test starts one)")

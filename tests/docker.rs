@@ -13,6 +13,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -132,16 +134,6 @@ async fn unsupported_endpoints_are_refused() {
 }
 
 // --- images --------------------------------------------------------------------------------------
-
-/// A multi-thread runtime, as eifctl runs the export's requests on one while a synchronous
-/// thread reads the tar.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A port on the loopback interface that nothing listens on (it was free a moment ago).
 fn closed_port() -> u16 {

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
@@ -211,14 +213,6 @@ fn special_files_are_refused_by_name() {
 }
 
 // --- build -------------------------------------------------------------------------------
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Builds `dockerfile` with `files` as the rest of the context; the events, and the result.
 async fn build(

@@ -127,3 +127,13 @@ pub fn pcr_by_shell(files: &[&Path]) -> String {
         "{{ head -c 48 /dev/zero; {cat} | openssl dgst -sha384 -binary; }} | sha384sum | cut -d' ' -f1"
     ))
 }
+
+/// A multi-thread runtime, as eifctl runs Docker requests on one while a synchronous thread
+/// reads an export.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
