@@ -47,6 +47,8 @@ pub struct BuildRequest {
     pub eif_builder: EifBuilderKind,
     /// Build with both eifctl and nitro-cli and fail on any PCR difference.
     pub cross_check: Option<PathBuf>,
+    /// Overrides the recipe's SOURCE_DATE_EPOCH (a verifier uses the recorded one).
+    pub source_date_epoch: Option<u64>,
 }
 
 /// A finished build.
@@ -112,13 +114,14 @@ struct Inputs {
 fn gather(
     recipe_dir: &Path,
     blobs_flag: Option<&Path>,
+    sde_override: Option<u64>,
     progress: Progress<'_>,
 ) -> Result<Inputs, BuildError> {
     let recipe = Recipe::load(recipe_dir)?;
     recipe.check_dockerfile()?;
-    let sde = match recipe.file.source_date_epoch {
-        Some(t) => t,
-        None => commit_time(&recipe.dir)?,
+    let sde = match (sde_override, recipe.file.source_date_epoch) {
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => commit_time(&recipe.dir)?,
     };
     let prepared_sha256 = prepare(&recipe, progress)?;
     let set = BlobSet::locate(blobs_flag);
@@ -144,7 +147,7 @@ pub fn lock(
     blobs_flag: Option<&Path>,
     progress: Progress<'_>,
 ) -> Result<Lock, BuildError> {
-    let inputs = gather(recipe_dir, blobs_flag, progress)?;
+    let inputs = gather(recipe_dir, blobs_flag, None, progress)?;
     let work = tempfile::tempdir().map_err(io_err(Path::new("temporary directory")))?;
     let mut bases = BTreeMap::new();
     for (name, spec) in &inputs.recipe.file.bases {
@@ -212,7 +215,7 @@ pub fn build(
     progress: Progress<'_>,
     on_build_event: &mut (dyn FnMut(BuildEvent) + Send),
 ) -> Result<Built, BuildError> {
-    let inputs = gather(&req.recipe_dir, req.blobs.as_deref(), progress)?;
+    let inputs = gather(&req.recipe_dir, req.blobs.as_deref(), req.source_date_epoch, progress)?;
     let recipe = &inputs.recipe;
     let lock = Lock::read(recipe)?;
     let mut changes = lock.base_changes(recipe).0;
@@ -575,19 +578,44 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, BuildError> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The commit, and the tree of the recipe directory as it is on disk (via a throwaway index).
-fn source_facts(dir: &Path) -> Result<manifest::Source, BuildError> {
-    let revision = git(dir, &["rev-parse", "HEAD"])?;
+/// The commit, and the tree of the recipe directory as it is on disk.
+pub fn source_facts(dir: &Path) -> Result<manifest::Source, BuildError> {
+    let tree = tree_hash(dir)?;
+    let Ok(revision) = git(dir, &["rev-parse", "HEAD"]) else {
+        // Outside any repository (a verifier's copy): no revision to name, and not clean.
+        return Ok(manifest::Source {
+            path: ".".into(),
+            revision: "0".repeat(40),
+            tree,
+            dirty: true,
+        });
+    };
     let prefix = git(dir, &["rev-parse", "--show-prefix"])?;
     let prefix = prefix.trim_end_matches('/').to_string();
-    let committed = git(dir, &["rev-parse", &format!("HEAD:{prefix}")])?;
-    let index = tempfile::NamedTempFile::new().map_err(io_err(Path::new("temporary index")))?;
-    let with_index = |args: &[&str]| -> Result<String, BuildError> {
+    let committed = git(dir, &["rev-parse", &format!("HEAD:{prefix}")]).unwrap_or_default();
+    Ok(manifest::Source {
+        path: if prefix.is_empty() { ".".into() } else { prefix },
+        revision,
+        dirty: tree != committed,
+        tree,
+    })
+}
+
+/// The git tree hash of a directory's content as it is on disk, computed in a throwaway
+/// repository so that it does not depend on where the directory is: a verifier's copy hashes
+/// like the publisher's checkout. `.gitignore` files inside the directory apply (keep prepared
+/// outputs such as `vendor/` listed there).
+pub fn tree_hash(dir: &Path) -> Result<String, BuildError> {
+    let scratch = tempfile::tempdir().map_err(io_err(Path::new("temporary directory")))?;
+    let git_dir = scratch.path().join("git");
+    let run = |args: &[&str]| -> Result<String, BuildError> {
         let out = Process::new("git")
-            .arg("-C")
+            .arg("--git-dir")
+            .arg(&git_dir)
+            .arg("--work-tree")
             .arg(dir)
+            .args(["-c", "core.excludesFile=/dev/null", "-c", "core.autocrlf=false"])
             .args(args)
-            .env("GIT_INDEX_FILE", index.path())
             .output()
             .map_err(|e| BuildError::Step {
                 step: "git".into(),
@@ -595,30 +623,15 @@ fn source_facts(dir: &Path) -> Result<manifest::Source, BuildError> {
             })?;
         if !out.status.success() {
             return Err(BuildError::Step {
-                step: format!("git {}", args.join(" ")),
+                step: format!("hashing {} with git {}", dir.display(), args.join(" ")),
                 message: last_line(&out.stderr),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    with_index(&["read-tree", "HEAD"])?;
-    with_index(&["add", "-A", "--", "."])?;
-    let tree = if prefix.is_empty() {
-        with_index(&["write-tree"])?
-    } else {
-        let full = with_index(&["write-tree"])?;
-        git(dir, &["rev-parse", &format!("{full}:{prefix}")])?
-    };
-    Ok(manifest::Source {
-        path: if prefix.is_empty() {
-            ".".into()
-        } else {
-            prefix
-        },
-        revision,
-        dirty: tree != committed,
-        tree,
-    })
+    run(&["init", "-q"])?;
+    run(&["add", "-A", "--", "."])?;
+    run(&["write-tree"])
 }
 
 fn eif_facts(path: &Path, name: &str) -> Result<manifest::EifFacts, BuildError> {

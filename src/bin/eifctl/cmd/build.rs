@@ -64,6 +64,7 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
             Builder::NitroCli => EifBuilderKind::NitroCli(args.nitro_cli.clone()),
         },
         cross_check: args.cross_check.then(|| args.nitro_cli.clone()),
+        source_date_epoch: None,
     };
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
