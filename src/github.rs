@@ -310,7 +310,8 @@ impl GitHub {
             retry: RetryPolicy::default(),
             clients: Mutex::new(HashMap::new()),
         };
-        gh.client(&origin_of(&gh.api_base)?, true)?;
+        // The clients are made when first needed: octocrab needs a Tokio runtime to make one.
+        origin_of(&gh.api_base)?;
         Ok(gh)
     }
 
