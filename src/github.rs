@@ -329,6 +329,43 @@ impl GitHub {
         dir: &Path,
         opts: PublishOptions,
     ) -> Result<PublishReport, GitHubError> {
+        self.session()
+            .publish_in_session(repo, tag, dir, opts)
+            .await
+    }
+
+    /// Downloads the assets `names` of release `tag` into `dest`, each written atomically.
+    /// Every name is looked up before anything is downloaded.
+    pub async fn download_release(
+        &self,
+        repo: &str,
+        tag: &str,
+        dest: &Path,
+        names: &[&str],
+    ) -> Result<Vec<PathBuf>, GitHubError> {
+        self.session()
+            .download_in_session(repo, tag, dest, names)
+            .await
+    }
+
+    /// A copy with no clients yet: octocrab's clients run on the runtime they were made in, so
+    /// each call makes its own, in the caller's runtime.
+    fn session(&self) -> GitHub {
+        GitHub {
+            api_base: self.api_base.clone(),
+            token: self.token.clone(),
+            retry: self.retry.clone(),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn publish_in_session(
+        &self,
+        repo: &str,
+        tag: &str,
+        dir: &Path,
+        opts: PublishOptions,
+    ) -> Result<PublishReport, GitHubError> {
         let (owner, name) = split_repo(repo)?;
         check_tag(tag)?;
         // Everything local first: no request is made for a directory that cannot be published.
@@ -453,9 +490,7 @@ impl GitHub {
         Ok(report)
     }
 
-    /// Downloads the assets `names` of release `tag` into `dest`, each written atomically.
-    /// Every name is looked up before anything is downloaded.
-    pub async fn download_release(
+    async fn download_in_session(
         &self,
         repo: &str,
         tag: &str,
