@@ -17,6 +17,7 @@ pub mod docker;
 pub mod dtar;
 pub mod eif;
 pub mod enclave;
+pub mod github;
 pub mod manifest;
 pub mod normalize;
 pub mod pcr;

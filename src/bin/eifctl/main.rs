@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 /// Reproducible AWS Nitro Enclave images and their signed measurements.
 ///
 /// Exit codes: 0 success; 1 checked and it does not match; 2 usage or input error;
-/// 3 environment error (no Docker, no key, cannot write).
+/// 3 environment error (no Docker, no key, no token, network, cannot write).
 #[derive(Debug, Parser)]
 #[command(name = "eifctl", version, about, long_about)]
 struct Cli {
@@ -28,6 +28,8 @@ enum Command {
     Lock(cmd::lock::Args),
     Pcr(cmd::pcr::Args),
     Diff(cmd::diff::Args),
+    Publish(Box<cmd::publish::Args>),
+    Record(cmd::publish::RecordArgs),
     #[command(subcommand)]
     Blobs(cmd::blobs::Command),
 }
@@ -48,6 +50,8 @@ fn main() -> ExitCode {
         Command::Lock(a) => cmd::lock::run(a),
         Command::Pcr(a) => cmd::pcr::run(a),
         Command::Diff(a) => cmd::diff::run(a),
+        Command::Publish(a) => cmd::publish::run(*a),
+        Command::Record(a) => cmd::publish::run_record(a),
         Command::Blobs(c) => cmd::blobs::run(c),
     };
     match result {

@@ -10,6 +10,7 @@ pub mod describe;
 pub mod diff;
 pub mod lock;
 pub mod pcr;
+pub mod publish;
 
 /// Prints a JSON value the way nitro-cli does: pretty, two-space indent, trailing newline.
 pub fn print_json(value: &serde_json::Value) {

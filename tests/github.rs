@@ -1,0 +1,1454 @@
+//! `eifctl publish`, `eifctl record` and the `github` module against a fake GitHub: a small
+//! HTTP/1.1 server written here on tokio that implements the documented REST contract of every
+//! endpoint eifctl calls, keeps its state in memory and records every request it sees, so the
+//! tests assert what eifctl sends.
+//!
+//! Three listeners, as on github.com: the API (served under `/api/v3`, as GitHub Enterprise
+//! does), the upload host (given back in each release's `upload_url`), and the download host
+//! that asset downloads are redirected to (which must never see the token).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eifctl::github::{GitHub, GitHubError, PublishOptions, RetryPolicy, release_notes};
+use eifctl::manifest::*;
+use eifctl::pcr::Pcr;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const TOKEN: &str = "ghp_test_SECRET_0123456789";
+const REPO: &str = "acme/enclaves";
+const TAG: &str = "v0.1.0";
+
+// ---------------------------------------------------------------------------------------------
+// The fake GitHub.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Host {
+    Api,
+    Uploads,
+    Objects,
+}
+
+/// One request as the server saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    host: Host,
+    method: String,
+    path: String,
+    query: String,
+    headers: BTreeMap<String, Vec<String>>,
+    body_len: usize,
+    body_sha256: String,
+    json: Option<Value>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+    fn mutating(&self) -> bool {
+        self.method != "GET"
+    }
+}
+
+#[derive(Clone, Debug)]
+struct StoredAsset {
+    id: u64,
+    name: String,
+    content_type: String,
+    state: &'static str,
+    bytes: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+struct StoredRelease {
+    id: u64,
+    tag: String,
+    name: String,
+    body: String,
+    draft: bool,
+    prerelease: bool,
+    assets: Vec<StoredAsset>,
+}
+
+/// A scripted misbehaviour for the next `times` requests matching `method` and a path suffix.
+#[derive(Clone, Debug)]
+struct Fault {
+    method: &'static str,
+    path_contains: String,
+    times: usize,
+    kind: FaultKind,
+}
+
+#[derive(Clone, Debug)]
+enum FaultKind {
+    /// Answer with this status, headers and JSON body, changing nothing.
+    Status(u16, Vec<(&'static str, String)>, Value),
+    /// Store the uploaded asset, then answer 422 `already_exists` (a concurrent upload won).
+    StoreThenAlreadyExists,
+    /// Read part of the upload body, leave a `starter` asset, and close the socket.
+    DropMidUpload,
+}
+
+#[derive(Default)]
+struct State {
+    token: String,
+    digests: bool,
+    next_id: u64,
+    releases: Vec<StoredRelease>,
+    faults: Vec<Fault>,
+    seen: Vec<Seen>,
+}
+
+struct FakeGitHub {
+    rt: tokio::runtime::Runtime,
+    api: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeGitHub {
+    fn start(digests: bool) -> FakeGitHub {
+        let rt = common::runtime();
+        let state = Arc::new(Mutex::new(State {
+            token: TOKEN.into(),
+            digests,
+            next_id: 1,
+            ..State::default()
+        }));
+        let (api, uploads, objects) = rt.block_on(async {
+            let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let u = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let o = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            (a, u, o)
+        });
+        let addrs = Addrs {
+            uploads: uploads.local_addr().unwrap(),
+            objects: objects.local_addr().unwrap(),
+        };
+        let server = FakeGitHub {
+            api: api.local_addr().unwrap(),
+            state: state.clone(),
+            rt,
+        };
+        for (listener, host) in [
+            (api, Host::Api),
+            (uploads, Host::Uploads),
+            (objects, Host::Objects),
+        ] {
+            let state = state.clone();
+            let addrs = addrs.clone();
+            server.rt.spawn(async move {
+                loop {
+                    let Ok((sock, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let state = state.clone();
+                    let addrs = addrs.clone();
+                    tokio::spawn(async move {
+                        let _ = connection(sock, host, state, addrs).await;
+                    });
+                }
+            });
+        }
+        server
+    }
+
+    fn api_url(&self) -> String {
+        format!("http://{}/api/v3", self.api)
+    }
+
+    fn github(&self, token: &str) -> GitHub {
+        GitHub::new(&self.api_url(), token.into())
+            .unwrap()
+            .with_retry(RetryPolicy::with_base(Duration::from_millis(1)))
+    }
+
+    fn fault(&self, method: &'static str, path_contains: &str, times: usize, kind: FaultKind) {
+        self.state.lock().unwrap().faults.push(Fault {
+            method,
+            path_contains: path_contains.into(),
+            times,
+            kind,
+        });
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    fn clear_seen(&self) {
+        self.state.lock().unwrap().seen.clear();
+    }
+
+    fn release(&self, tag: &str) -> Option<StoredRelease> {
+        let st = self.state.lock().unwrap();
+        st.releases.iter().find(|r| r.tag == tag).cloned()
+    }
+
+    fn asset_bytes(&self, tag: &str, name: &str) -> Option<Vec<u8>> {
+        self.release(tag)?
+            .assets
+            .into_iter()
+            .find(|a| a.name == name && a.state == "uploaded")
+            .map(|a| a.bytes)
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        common::runtime().block_on(f)
+    }
+}
+
+#[derive(Clone)]
+struct Addrs {
+    uploads: SocketAddr,
+    objects: SocketAddr,
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+fn reply(status: u16, body: Value) -> Reply {
+    Reply {
+        status,
+        headers: vec![("content-type", "application/json; charset=utf-8".into())],
+        body: if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        },
+    }
+}
+
+fn not_found() -> Reply {
+    reply(
+        404,
+        json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}),
+    )
+}
+
+fn already_exists(resource: &str, field: &str) -> Reply {
+    reply(
+        422,
+        json!({"message": "Validation Failed",
+               "errors": [{"resource": resource, "code": "already_exists", "field": field}]}),
+    )
+}
+
+async fn connection(
+    sock: TcpStream,
+    host: Host,
+    state: Arc<Mutex<State>>,
+    addrs: Addrs,
+) -> std::io::Result<()> {
+    let mut sock = BufReader::new(sock);
+    let mut line = String::new();
+    sock.read_line(&mut line).await?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (target.clone(), String::new()),
+    };
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        sock.read_line(&mut h).await?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers
+                .entry(k.trim().to_ascii_lowercase())
+                .or_default()
+                .push(v.trim().to_string());
+        }
+    }
+    let content_length: Option<usize> = headers
+        .get("content-length")
+        .and_then(|v| v.first())
+        .and_then(|v| v.parse().ok());
+
+    // A scripted fault for this request?
+    let fault = {
+        let mut st = state.lock().unwrap();
+        let found = st.faults.iter_mut().find(|f| {
+            f.times > 0 && f.method == method && target.contains(f.path_contains.as_str())
+        });
+        found.map(|f| {
+            f.times -= 1;
+            f.kind.clone()
+        })
+    };
+    if let Some(FaultKind::DropMidUpload) = fault {
+        let len = content_length.unwrap_or(0);
+        let mut part = vec![0u8; (len / 3).min(4096)];
+        sock.read_exact(&mut part).await?;
+        let mut st = state.lock().unwrap();
+        record(&mut st, host, &method, &path, &query, &headers, &part);
+        if let Some(rel) = release_for_upload(&mut st, &path) {
+            let name = query_param(&query, "name").unwrap_or_default();
+            let next = st.next_id;
+            st.next_id += 1;
+            let rel = st.releases.iter_mut().find(|r| r.id == rel).unwrap();
+            rel.assets.push(StoredAsset {
+                id: next,
+                name,
+                content_type: "application/octet-stream".into(),
+                state: "starter",
+                bytes: part,
+            });
+        }
+        return Ok(()); // the socket is dropped with the rest of the body unread
+    }
+
+    let mut body = Vec::new();
+    let reply = if headers.contains_key("transfer-encoding") && content_length.is_none() {
+        reply(411, json!({"message": "Length Required"}))
+    } else {
+        body = vec![0u8; content_length.unwrap_or(0)];
+        sock.read_exact(&mut body).await?;
+        let mut st = state.lock().unwrap();
+        record(&mut st, host, &method, &path, &query, &headers, &body);
+        match fault {
+            Some(FaultKind::Status(status, hs, b)) => {
+                let mut r = reply(status, b);
+                r.headers.extend(hs);
+                r
+            }
+            _ => route(
+                &mut st,
+                host,
+                &method,
+                &path,
+                &query,
+                &headers,
+                &body,
+                &addrs,
+                matches!(fault, Some(FaultKind::StoreThenAlreadyExists)),
+            ),
+        }
+    };
+    let _ = body;
+    let mut out = format!(
+        "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
+    for (k, v) in &reply.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let sock = sock.get_mut();
+    sock.write_all(out.as_bytes()).await?;
+    sock.write_all(&reply.body).await?;
+    sock.shutdown().await?;
+    Ok(())
+}
+
+fn record(
+    st: &mut State,
+    host: Host,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &BTreeMap<String, Vec<String>>,
+    body: &[u8],
+) {
+    let json = serde_json::from_slice(body).ok();
+    st.seen.push(Seen {
+        host,
+        method: method.into(),
+        path: path.into(),
+        query: query.into(),
+        headers: headers.clone(),
+        body_len: body.len(),
+        body_sha256: hex::encode(Sha256::digest(body)),
+        json,
+    });
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.to_string())
+    })
+}
+
+/// `/repos/{o}/{r}/releases/{id}/assets` on the upload host: the release id, if it exists.
+fn release_for_upload(st: &mut State, path: &str) -> Option<u64> {
+    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match seg.as_slice() {
+        ["repos", _, _, "releases", id, "assets"] => {
+            let id: u64 = id.parse().ok()?;
+            st.releases.iter().any(|r| r.id == id).then_some(id)
+        }
+        _ => None,
+    }
+}
+
+fn asset_json(st: &State, repo: &str, a: &StoredAsset, api: &str) -> Value {
+    let mut v = json!({
+        "url": format!("{api}/repos/{repo}/releases/assets/{}", a.id),
+        "browser_download_url": format!("https://github.example/{repo}/releases/download/x/{}", a.name),
+        "id": a.id,
+        "node_id": format!("RA_{}", a.id),
+        "name": a.name,
+        "label": null,
+        "state": a.state,
+        "content_type": a.content_type,
+        "size": a.bytes.len(),
+        "download_count": 0,
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+        "uploader": null,
+    });
+    if st.digests {
+        v["digest"] = json!(format!("sha256:{}", hex::encode(Sha256::digest(&a.bytes))));
+    }
+    v
+}
+
+fn release_json(
+    st: &State,
+    repo: &str,
+    r: &StoredRelease,
+    api: &str,
+    uploads: SocketAddr,
+) -> Value {
+    json!({
+        "url": format!("{api}/repos/{repo}/releases/{}", r.id),
+        "html_url": format!("https://github.example/{repo}/releases/tag/{}", r.tag),
+        "assets_url": format!("{api}/repos/{repo}/releases/{}/assets", r.id),
+        "upload_url": format!("http://{uploads}/repos/{repo}/releases/{}/assets{{?name,label}}", r.id),
+        "tarball_url": null,
+        "zipball_url": null,
+        "id": r.id,
+        "node_id": format!("RE_{}", r.id),
+        "tag_name": r.tag,
+        "target_commitish": "main",
+        "name": r.name,
+        "body": r.body,
+        "draft": r.draft,
+        "prerelease": r.prerelease,
+        "created_at": "2024-01-01T00:00:00Z",
+        "published_at": "2024-01-01T00:00:00Z",
+        "author": null,
+        "assets": r.assets.iter().map(|a| asset_json(st, repo, a, api)).collect::<Vec<_>>(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route(
+    st: &mut State,
+    host: Host,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &BTreeMap<String, Vec<String>>,
+    body: &[u8],
+    addrs: &Addrs,
+    store_then_conflict: bool,
+) -> Reply {
+    let api = "http://api.invalid/api/v3";
+    if host != Host::Objects {
+        let auth = headers.get("authorization").and_then(|v| v.first());
+        let ok = auth.is_some_and(|a| {
+            *a == format!("Bearer {}", st.token) || *a == format!("token {}", st.token)
+        });
+        if !ok {
+            return reply(
+                401,
+                json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}),
+            );
+        }
+    }
+    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (host, method, seg.as_slice()) {
+        (Host::Api, "GET", ["api", "v3", "repos", o, r, "releases", "tags", tag]) => {
+            let repo = format!("{o}/{r}");
+            match st.releases.iter().find(|x| x.tag == *tag) {
+                Some(rel) => reply(200, release_json(st, &repo, rel, api, addrs.uploads)),
+                None => not_found(),
+            }
+        }
+        (Host::Api, "POST", ["api", "v3", "repos", o, r, "releases"]) => {
+            let Ok(v) = serde_json::from_slice::<Value>(body) else {
+                return reply(400, json!({"message": "Problems parsing JSON"}));
+            };
+            let Some(tag) = v["tag_name"].as_str() else {
+                return reply(422, json!({"message": "Validation Failed"}));
+            };
+            if st.releases.iter().any(|x| x.tag == tag) {
+                return already_exists("Release", "tag_name");
+            }
+            let rel = StoredRelease {
+                id: st.next_id,
+                tag: tag.into(),
+                name: v["name"].as_str().unwrap_or(tag).into(),
+                body: v["body"].as_str().unwrap_or_default().into(),
+                draft: v["draft"].as_bool().unwrap_or(false),
+                prerelease: v["prerelease"].as_bool().unwrap_or(false),
+                assets: Vec::new(),
+            };
+            st.next_id += 1;
+            st.releases.push(rel.clone());
+            reply(
+                201,
+                release_json(st, &format!("{o}/{r}"), &rel, api, addrs.uploads),
+            )
+        }
+        (Host::Api, "PATCH", ["api", "v3", "repos", o, r, "releases", id]) => {
+            let Ok(v) = serde_json::from_slice::<Value>(body) else {
+                return reply(400, json!({"message": "Problems parsing JSON"}));
+            };
+            let id: u64 = id.parse().unwrap_or(0);
+            let Some(i) = st.releases.iter().position(|x| x.id == id) else {
+                return not_found();
+            };
+            let rel = &mut st.releases[i];
+            if let Some(b) = v["body"].as_str() {
+                rel.body = b.into();
+            }
+            if let Some(n) = v["name"].as_str() {
+                rel.name = n.into();
+            }
+            let rel = rel.clone();
+            reply(
+                200,
+                release_json(st, &format!("{o}/{r}"), &rel, api, addrs.uploads),
+            )
+        }
+        (Host::Api, "GET", ["api", "v3", "repos", o, r, "releases", id, "assets"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let Some(rel) = st.releases.iter().find(|x| x.id == id) else {
+                return not_found();
+            };
+            let per_page: usize = query_param(query, "per_page")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(30)
+                .min(100);
+            let page: usize = query_param(query, "page")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            let list: Vec<Value> = rel
+                .assets
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|a| asset_json(st, &format!("{o}/{r}"), a, api))
+                .collect();
+            reply(200, Value::Array(list))
+        }
+        (Host::Api, "DELETE", ["api", "v3", "repos", _, _, "releases", "assets", id]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            for rel in &mut st.releases {
+                if let Some(i) = rel.assets.iter().position(|a| a.id == id) {
+                    rel.assets.remove(i);
+                    return reply(204, Value::Null);
+                }
+            }
+            not_found()
+        }
+        (Host::Api, "GET", ["api", "v3", "repos", o, r, "releases", "assets", id]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let found = st
+                .releases
+                .iter()
+                .flat_map(|r| r.assets.iter())
+                .find(|a| a.id == id)
+                .cloned();
+            let Some(a) = found else {
+                return not_found();
+            };
+            let accept = headers.get("accept").and_then(|v| v.first());
+            if accept.is_some_and(|a| a == "application/octet-stream") {
+                Reply {
+                    status: 302,
+                    headers: vec![(
+                        "location",
+                        format!("http://{}/dl/{}?X-Amz-Signature=abc", addrs.objects, a.id),
+                    )],
+                    body: Vec::new(),
+                }
+            } else {
+                reply(200, asset_json(st, &format!("{o}/{r}"), &a, api))
+            }
+        }
+        (Host::Uploads, "POST", ["repos", o, r, "releases", id, "assets"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let Some(name) = query_param(query, "name") else {
+                return reply(422, json!({"message": "name is required"}));
+            };
+            if !headers.contains_key("content-length") {
+                return reply(411, json!({"message": "Length Required"}));
+            }
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.first())
+                .cloned()
+                .unwrap_or_default();
+            let next = st.next_id;
+            let Some(rel) = st.releases.iter_mut().find(|x| x.id == id) else {
+                return not_found();
+            };
+            let asset = StoredAsset {
+                id: next,
+                name: name.clone(),
+                content_type,
+                state: "uploaded",
+                bytes: body.to_vec(),
+            };
+            if rel.assets.iter().any(|a| a.name == name) {
+                return already_exists("ReleaseAsset", "name");
+            }
+            rel.assets.push(asset.clone());
+            st.next_id += 1;
+            if store_then_conflict {
+                return already_exists("ReleaseAsset", "name");
+            }
+            reply(201, asset_json(st, &format!("{o}/{r}"), &asset, api))
+        }
+        (Host::Objects, "GET", ["dl", id]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let found = st
+                .releases
+                .iter()
+                .flat_map(|r| r.assets.iter())
+                .find(|a| a.id == id)
+                .cloned();
+            match found {
+                Some(a) => Reply {
+                    status: 200,
+                    headers: vec![("content-type", "application/octet-stream".into())],
+                    body: a.bytes,
+                },
+                None => not_found(),
+            }
+        }
+        _ => not_found(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures.
+
+fn manifest(complete: bool) -> Manifest {
+    let pcr = |b: &[u8]| Pcr::of_bytes(b);
+    let mut pcrs: BTreeMap<String, Pcr> = [("0", pcr(b"0")), ("1", pcr(b"1")), ("2", pcr(b"2"))]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    if !complete {
+        pcrs.remove("0");
+        pcrs.remove("1");
+    }
+    Manifest {
+        schema: SCHEMA.into(),
+        name: "hello".into(),
+        version: "0.1.0".into(),
+        platform: PLATFORM.into(),
+        arch: "x86_64".into(),
+        complete,
+        pcrs,
+        enclave_config: EnclaveConfig {
+            memory_mib: 512,
+            cpu_count: 2,
+            debug_mode: false,
+        },
+        build_date: build_date(1_700_000_000),
+        instance_type: Some("c5.xlarge".into()),
+        docker_image: DockerImage {
+            name: "hello".into(),
+            tag: "0.1.0".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            archive: "image.tar".into(),
+            archive_sha256: "b".repeat(64),
+        },
+        eif: complete.then(|| EifFacts {
+            file: "hello.eif".into(),
+            size: 1234,
+            sha256: "c".repeat(64),
+            sha384: "d".repeat(96),
+        }),
+        inputs: Inputs {
+            source: Source {
+                path: "recipes/hello".into(),
+                revision: "e".repeat(40),
+                tree: "f".repeat(40),
+                dirty: false,
+            },
+            bases: BTreeMap::new(),
+            blobs: None,
+            source_date_epoch: 1_700_000_000,
+            context_sha256: "6".repeat(64),
+            prepared_sha256: None,
+            eifctl_version: "0.1.0".into(),
+        },
+    }
+}
+
+/// A build output directory as `eifctl build` + `eifctl sign` leave it.
+fn build_dir(root: &Path, complete: bool) -> PathBuf {
+    let dir = root.join("out/hello/0.1.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pcr-values.json"),
+        manifest(complete).to_canonical(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pcr-values.json.asc"),
+        "-----BEGIN PGP SIGNATURE-----\n\nfake signature\n-----END PGP SIGNATURE-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("signer.asc"),
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nfake key\n-----END PGP PUBLIC KEY BLOCK-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("hello.eif"), common::random_bytes(7, 300_000)).unwrap();
+    std::fs::write(dir.join("image.tar"), common::random_bytes(8, 20_000)).unwrap();
+    dir
+}
+
+const ALL: [&str; 5] = [
+    "pcr-values.json",
+    "pcr-values.json.asc",
+    "signer.asc",
+    "hello.eif",
+    "image.tar",
+];
+
+fn opts(with_eif: bool, replace: bool) -> PublishOptions {
+    PublishOptions {
+        with_eif,
+        replace,
+        notes: release_notes(&manifest(true), REPO, TAG),
+        ..PublishOptions::default()
+    }
+}
+
+fn eifctl_in(cwd: &Path, args: &[&str], token: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eifctl"));
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("GITHUB_TOKEN")
+        .env("EIFCTL_GITHUB_BACKOFF_MS", "1");
+    if let Some(t) = token {
+        cmd.env("GITHUB_TOKEN", t);
+    }
+    cmd.output().unwrap()
+}
+
+fn publish_args<'a>(gh: &'a str, dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "publish",
+        "--repo",
+        REPO,
+        "--tag",
+        TAG,
+        "--api-url",
+        gh,
+        dir,
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn publish_creates_the_release_uploads_every_asset_and_records_the_manifest() {
+    let gh = FakeGitHub::start(true);
+    let root = tempfile::tempdir().unwrap();
+    let dir = build_dir(root.path(), true);
+    let api = gh.api_url();
+    let o = eifctl_in(
+        root.path(),
+        &publish_args(
+            &api,
+            dir.to_str().unwrap(),
+            &["--with-eif", "--json", "--prerelease"],
+        ),
+        Some(TOKEN),
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["created"], true);
+    assert_eq!(report["uploaded"], json!(ALL));
+    assert_eq!(
+        report["release_url"],
+        json!(format!("https://github.example/{REPO}/releases/tag/{TAG}"))
+    );
+
+    let seen = gh.seen();
+    let calls: Vec<(Host, &str, &str)> = seen
+        .iter()
+        .map(|s| (s.host, s.method.as_str(), s.path.as_str()))
+        .collect();
+    let rel = "/api/v3/repos/acme/enclaves/releases";
+    assert_eq!(calls[0], (Host::Api, "GET", &*format!("{rel}/tags/{TAG}")));
+    assert_eq!(calls[1], (Host::Api, "POST", rel));
+    let id = gh.release(TAG).unwrap().id;
+    let uploads = format!("/repos/acme/enclaves/releases/{id}/assets");
+    assert_eq!(
+        seen.iter().filter(|s| s.host == Host::Uploads).count(),
+        5,
+        "{calls:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == "PATCH" || s.method == "DELETE")
+    );
+
+    // Every request carries the token, the JSON media type and the API version.
+    for s in seen.iter() {
+        assert_eq!(
+            s.header("authorization"),
+            Some(&*format!("Bearer {TOKEN}")),
+            "{s:?}"
+        );
+        assert_eq!(
+            s.header("x-github-api-version"),
+            Some("2022-11-28"),
+            "{s:?}"
+        );
+        assert_eq!(
+            s.headers["authorization"].len(),
+            1,
+            "one Authorization header"
+        );
+        if s.host == Host::Api {
+            assert_eq!(
+                s.header("accept"),
+                Some("application/vnd.github+json"),
+                "{s:?}"
+            );
+        }
+    }
+    // The create body.
+    let create = seen[1].json.as_ref().unwrap();
+    assert_eq!(create["tag_name"], TAG);
+    assert_eq!(create["name"], "hello 0.1.0");
+    assert_eq!(create["draft"], false);
+    assert_eq!(create["prerelease"], true);
+    let notes = create["body"].as_str().unwrap();
+    let m = manifest(true);
+    for idx in ["0", "1", "2"] {
+        assert!(
+            notes.contains(&format!("| PCR{idx} | `{}` |", m.pcrs[idx])),
+            "{notes}"
+        );
+    }
+    for cmd in [
+        "eifctl verify --repo acme/enclaves --tag v0.1.0",
+        "gpg --import signer.asc",
+        "gpg --verify pcr-values.json.asc pcr-values.json",
+        "eifctl describe hello.eif",
+        "512 MiB",
+    ] {
+        assert!(notes.contains(cmd), "{cmd} not in {notes}");
+    }
+    // The uploads: the name, the type and length, the bytes, streamed with a Content-Length.
+    let types = [
+        "application/json",
+        "application/pgp-signature",
+        "application/pgp-keys",
+        "application/octet-stream",
+        "application/x-tar",
+    ];
+    let ups: Vec<&Seen> = seen.iter().filter(|s| s.host == Host::Uploads).collect();
+    for ((s, name), ty) in ups.iter().zip(ALL).zip(types) {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(s.path, uploads);
+        assert_eq!(s.query, format!("name={name}"));
+        assert_eq!(s.header("content-type"), Some(ty));
+        assert_eq!(s.header("content-length"), Some(&*bytes.len().to_string()));
+        assert!(s.header("transfer-encoding").is_none());
+        assert_eq!(s.body_len, bytes.len());
+        assert_eq!(s.body_sha256, sha256(&bytes));
+        assert_eq!(gh.asset_bytes(TAG, name).unwrap(), bytes);
+    }
+    // Recorded in the repository.
+    for name in ["pcr-values.json", "pcr-values.json.asc"] {
+        assert_eq!(
+            std::fs::read(root.path().join("manifests/hello/0.1.0").join(name)).unwrap(),
+            std::fs::read(dir.join(name)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_rerun_with_the_same_files_sends_no_mutating_request() {
+    for digests in [true, false] {
+        let gh = FakeGitHub::start(digests);
+        let root = tempfile::tempdir().unwrap();
+        let dir = build_dir(root.path(), true);
+        let client = gh.github(TOKEN);
+        gh.block_on(client.publish(REPO, TAG, &dir, opts(true, false)))
+            .unwrap();
+        gh.clear_seen();
+        let report = gh
+            .block_on(client.publish(REPO, TAG, &dir, opts(true, false)))
+            .unwrap();
+        assert!(!report.created);
+        assert!(report.uploaded.is_empty() && report.replaced.is_empty());
+        assert_eq!(report.unchanged, ALL);
+        let seen = gh.seen();
+        assert!(!seen.iter().any(Seen::mutating), "{seen:?}");
+        let downloads = seen.iter().filter(|s| s.host == Host::Objects).count();
+        if digests {
+            assert_eq!(downloads, 0, "the digest field is enough");
+        } else {
+            assert_eq!(
+                downloads, 5,
+                "without digests every asset is downloaded to compare"
+            );
+            for s in seen.iter().filter(|s| s.host == Host::Objects) {
+                assert!(
+                    s.header("authorization").is_none(),
+                    "token sent to the download host"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn different_notes_on_an_existing_release_are_updated_with_patch() {
+    let gh = FakeGitHub::start(true);
+    let root = tempfile::tempdir().unwrap();
+    let dir = build_dir(root.path(), true);
+    let client = gh.github(TOKEN);
+    let mut old = opts(false, false);
+    old.notes = "old notes".into();
+    gh.block_on(client.publish(REPO, TAG, &dir, old)).unwrap();
+    gh.clear_seen();
+    let report = gh
+        .block_on(client.publish(REPO, TAG, &dir, opts(false, false)))
+        .unwrap();
+    assert!(report.notes_updated);
+    let seen = gh.seen();
+    let mutating: Vec<&Seen> = seen.iter().filter(|s| s.mutating()).collect();
+    assert_eq!(mutating.len(), 1, "{mutating:?}");
+    assert_eq!(mutating[0].method, "PATCH");
+    let id = gh.release(TAG).unwrap().id;
+    assert_eq!(
+        mutating[0].path,
+        format!("/api/v3/repos/acme/enclaves/releases/{id}")
+    );
+    assert_eq!(
+        mutating[0].json.as_ref().unwrap()["body"],
+        json!(release_notes(&manifest(true), REPO, TAG))
+    );
+}
+
+#[test]
+fn an_asset_with_different_bytes_is_refused_unless_replace() {
+    for digests in [true, false] {
+        let gh = FakeGitHub::start(digests);
+        let root = tempfile::tempdir().unwrap();
+        let dir = build_dir(root.path(), true);
+        let api = gh.api_url();
+        let d = dir.to_str().unwrap();
+        let o = eifctl_in(root.path(), &publish_args(&api, d, &[]), Some(TOKEN));
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        // Same size, other bytes: only the hash can tell.
+        let signer = std::fs::read_to_string(dir.join("signer.asc")).unwrap();
+        std::fs::write(
+            dir.join("signer.asc"),
+            signer.replace("fake key", "FAKE KEY"),
+        )
+        .unwrap();
+        gh.clear_seen();
+        let o = eifctl_in(root.path(), &publish_args(&api, d, &[]), Some(TOKEN));
+        assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+        let err = common::stderr(&o);
+        assert!(
+            err.contains("signer.asc") && err.contains("--replace"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            !gh.seen().iter().any(Seen::mutating),
+            "refused before any change"
+        );
+
+        gh.clear_seen();
+        let o = eifctl_in(
+            root.path(),
+            &publish_args(&api, d, &["--replace", "--json"]),
+            Some(TOKEN),
+        );
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(report["replaced"], json!(["signer.asc"]));
+        assert_eq!(
+            report["unchanged"],
+            json!(["pcr-values.json", "pcr-values.json.asc"])
+        );
+        let mutating: Vec<(String, String)> = gh
+            .seen()
+            .iter()
+            .filter(|s| s.mutating())
+            .map(|s| (s.method.clone(), s.query.clone()))
+            .collect();
+        assert_eq!(
+            mutating,
+            [
+                ("DELETE".to_string(), String::new()),
+                ("POST".to_string(), "name=signer.asc".to_string())
+            ]
+        );
+        assert_eq!(
+            gh.asset_bytes(TAG, "signer.asc").unwrap(),
+            std::fs::read(dir.join("signer.asc")).unwrap()
+        );
+    }
+}
+
+#[test]
+fn server_errors_and_rate_limits_are_retried() {
+    let gh = FakeGitHub::start(true);
+    let root = tempfile::tempdir().unwrap();
+    let dir = build_dir(root.path(), true);
+    gh.fault(
+        "GET",
+        "/releases/tags/",
+        1,
+        FaultKind::Status(
+            403,
+            vec![("retry-after", "1".into())],
+            json!({"message": "You have exceeded a secondary rate limit."}),
+        ),
+    );
+    gh.fault(
+        "POST",
+        "/releases",
+        1,
+        FaultKind::Status(500, vec![], json!({"message": "Server Error"})),
+    );
+    gh.fault(
+        "POST",
+        "name=signer.asc",
+        2,
+        FaultKind::Status(502, vec![], json!({"message": "Bad Gateway"})),
+    );
+    gh.fault(
+        "POST",
+        "name=pcr-values.json.asc",
+        1,
+        FaultKind::Status(
+            429,
+            vec![("x-ratelimit-remaining", "0".into())],
+            json!({"message": "rate limited"}),
+        ),
+    );
+    let started = std::time::Instant::now();
+    let report = gh
+        .block_on(
+            gh.github(TOKEN)
+                .publish(REPO, TAG, &dir, opts(false, false)),
+        )
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "retry-after is capped"
+    );
+    assert_eq!(report.uploaded, &ALL[..3]);
+    let seen = gh.seen();
+    let count = |m: &str, p: &str| {
+        seen.iter()
+            .filter(|s| s.method == m && format!("{}?{}", s.path, s.query).contains(p))
+            .count()
+    };
+    assert_eq!(count("GET", "/releases/tags/"), 2);
+    assert_eq!(count("POST", "/releases?"), 2);
+    assert_eq!(count("POST", "name=signer.asc"), 3);
+    assert_eq!(count("POST", "name=pcr-values.json.asc"), 2);
+    assert_eq!(gh.release(TAG).unwrap().assets.len(), 3);
+}
+
+#[test]
+fn errors_that_outlast_the_retries_are_environment_errors_and_a_rerun_completes_the_release() {
+    let gh = FakeGitHub::start(true);
+    let root = tempfile::tempdir().unwrap();
+    let dir = build_dir(root.path(), true);
+    let api = gh.api_url();
+    let d = dir.to_str().unwrap();
+    gh.fault(
+        "POST",
+        "name=hello.eif",
+        5,
+        FaultKind::Status(503, vec![], json!({"message": "Service Unavailable"})),
+    );
+    let o = eifctl_in(
+        root.path(),
+        &publish_args(&api, d, &["--with-eif"]),
+        Some(TOKEN),
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
+    let err = common::stderr(&o);
+    assert!(err.contains("hello.eif") && err.contains("503"), "{err}");
+    assert!(
+        !root.path().join("manifests").exists(),
+        "recorded only once published"
+    );
+    let names: Vec<String> = gh
+        .release(TAG)
+        .unwrap()
+        .assets
+        .iter()
+        .map(|a| a.name.clone())
+        .collect();
+    assert_eq!(names, &ALL[..3], "half-finished");
+
+    gh.clear_seen();
+    let o = eifctl_in(
+        root.path(),
+        &publish_args(&api, d, &["--with-eif", "--json"]),
+        Some(TOKEN),
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["created"], false);
+    assert_eq!(report["unchanged"], json!(&ALL[..3]));
+    assert_eq!(report["uploaded"], json!(&ALL[3..]));
+    let posts: Vec<String> = gh
+        .seen()
+        .iter()
+        .filter(|s| s.mutating())
+        .map(|s| s.query.clone())
+        .collect();
+    assert_eq!(posts, ["name=hello.eif", "name=image.tar"]);
+    for name in ALL {
+        assert_eq!(
+            gh.asset_bytes(TAG, name).unwrap(),
+            std::fs::read(dir.join(name)).unwrap()
+        );
+    }
+    assert!(
+        root.path()
+            .join("manifests/hello/0.1.0/pcr-values.json")
+            .exists()
+    );
+}
+
+#[test]
+fn an_upload_refused_as_already_existing_is_compared_not_repeated() {
+    let gh = FakeGitHub::start(false);
+    let root = tempfile::tempdir().unwrap();
+    let dir = build_dir(root.path(), true);
+    gh.fault(
+        "POST",
+        "name=pcr-values.json.asc",
+        1,
+        FaultKind::StoreThenAlreadyExists,
+    );
+    let report = gh
+        .block_on(
+            gh.github(TOKEN)
+                .publish(REPO, TAG, &dir, opts(false, false)),
+        )
+        .unwrap();
+    assert_eq!(report.uploaded, ["pcr-values.json", "signer.asc"]);
+    assert_eq!(report.unchanged, ["pcr-values.json.asc"]);
+    let seen = gh.seen();
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.query == "name=pcr-values.json.asc")
+            .count(),
+        1
+    );
+    assert!(!seen.iter().any(|s| s.method == "DELETE"));
+    assert_eq!(
+        gh.asset_bytes(TAG, "pcr-values.json.asc").unwrap(),
+        std::fs::read(dir.join("pcr-values.json.asc")).unwrap()
+    );
+}
+
+#[test]
+fn a_connection_dropped_mid_upload_is_retried_and_the_broken_asset_replaced() {
+    let gh = FakeGitHub::start(true);
+    let root = tempfile::tempdir().unwrap();
+    let dir = build_dir(root.path(), true);
+    gh.fault("POST", "name=hello.eif", 1, FaultKind::DropMidUpload);
+    let report = gh
+        .block_on(gh.github(TOKEN).publish(REPO, TAG, &dir, opts(true, false)))
+        .unwrap();
+    assert_eq!(report.uploaded, ALL);
+    let seen = gh.seen();
+    let eif: Vec<(&str, usize)> = seen
+        .iter()
+        .filter(|s| {
+            s.path.ends_with("/assets") && s.query == "name=hello.eif" || s.method == "DELETE"
+        })
+        .map(|s| (s.method.as_str(), s.body_len))
+        .collect();
+    // Dropped after part of the body; the retry finds the starter asset (422), which is
+    // deleted and uploaded again.
+    assert_eq!(eif.len(), 4, "{eif:?}");
+    assert!(eif[0].0 == "POST" && eif[0].1 < 300_000);
+    assert_eq!(eif[1], ("POST", 300_000));
+    assert_eq!(eif[2].0, "DELETE");
+    assert_eq!(eif[3], ("POST", 300_000));
+    let rel = gh.release(TAG).unwrap();
+    assert_eq!(rel.assets.len(), 5);
+    assert!(rel.assets.iter().all(|a| a.state == "uploaded"));
+    assert_eq!(
+        gh.asset_bytes(TAG, "hello.eif").unwrap(),
+        std::fs::read(dir.join("hello.eif")).unwrap()
+    );
+}
+
+#[test]
+fn a_refused_token_is_a_clear_error_that_does_not_show_it() {
+    let gh = FakeGitHub::start(true);
+    let root = tempfile::tempdir().unwrap();
+    let dir = build_dir(root.path(), true);
+    let api = gh.api_url();
+    let wrong = "ghp_WRONG_secret_value_42";
+    let o = eifctl_in(
+        root.path(),
+        &publish_args(&api, dir.to_str().unwrap(), &[]),
+        Some(wrong),
+    );
+    assert_eq!(o.status.code(), Some(3));
+    let err = common::stderr(&o);
+    assert!(
+        err.contains("refused the token") && err.contains("Bad credentials"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(wrong) && !common::stdout(&o).contains(wrong),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+    assert_eq!(gh.seen().len(), 1, "not retried");
+
+    let e = gh
+        .block_on(
+            gh.github(wrong)
+                .publish(REPO, TAG, &dir, opts(false, false)),
+        )
+        .unwrap_err();
+    assert!(matches!(e, GitHubError::TokenRefused { status: 401, .. }));
+    assert!(!format!("{e} {e:?}").contains(wrong));
+}
+
+#[test]
+fn unsigned_incomplete_or_unauthenticated_publishing_is_refused_before_any_request() {
+    let gh = FakeGitHub::start(true);
+    let api = gh.api_url();
+    let check = |setup: &dyn Fn(&Path), token: Option<&str>, code: i32, says: &str| {
+        let root = tempfile::tempdir().unwrap();
+        let dir = build_dir(root.path(), true);
+        setup(&dir);
+        let o = eifctl_in(
+            root.path(),
+            &publish_args(&api, dir.to_str().unwrap(), &[]),
+            token,
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{says}: {}",
+            common::stderr(&o)
+        );
+        let err = common::stderr(&o);
+        assert!(err.contains(says), "{says}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(gh.seen().is_empty(), "{says}: the server saw a request");
+        assert!(!root.path().join("manifests").exists());
+    };
+    let none = |_: &Path| {};
+    check(
+        &|d| std::fs::remove_file(d.join("signer.asc")).unwrap(),
+        Some(TOKEN),
+        2,
+        "signer.asc",
+    );
+    check(
+        &|d| std::fs::write(d.join("pcr-values.json.asc"), "").unwrap(),
+        Some(TOKEN),
+        2,
+        "pcr-values.json.asc",
+    );
+    check(
+        &|d| std::fs::write(d.join("pcr-values.json"), manifest(false).to_canonical()).unwrap(),
+        Some(TOKEN),
+        2,
+        "incomplete",
+    );
+    check(
+        &|d| {
+            let v: Value = serde_json::from_slice(&manifest(true).to_canonical()).unwrap();
+            std::fs::write(d.join("pcr-values.json"), serde_json::to_vec(&v).unwrap()).unwrap()
+        },
+        Some(TOKEN),
+        2,
+        "not canonical",
+    );
+    check(&none, None, 3, "GITHUB_TOKEN");
+
+    // A bad repository name and a missing EIF.
+    let root = tempfile::tempdir().unwrap();
+    let dir = build_dir(root.path(), true);
+    let d = dir.to_str().unwrap();
+    let o = eifctl_in(
+        root.path(),
+        &[
+            "publish",
+            "--repo",
+            "acme",
+            "--tag",
+            TAG,
+            "--api-url",
+            &api,
+            d,
+        ],
+        Some(TOKEN),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    assert!(common::stderr(&o).contains("owner/name"));
+    std::fs::remove_file(dir.join("hello.eif")).unwrap();
+    let o = eifctl_in(
+        root.path(),
+        &publish_args(&api, d, &["--with-eif"]),
+        Some(TOKEN),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    assert!(common::stderr(&o).contains("hello.eif"));
+    assert!(gh.seen().is_empty());
+}
+
+#[test]
+fn download_release_fetches_the_assets_byte_for_byte() {
+    let gh = FakeGitHub::start(true);
+    let root = tempfile::tempdir().unwrap();
+    let dir = build_dir(root.path(), true);
+    let client = gh.github(TOKEN);
+    gh.block_on(client.publish(REPO, TAG, &dir, opts(true, false)))
+        .unwrap();
+    gh.clear_seen();
+    let dest = root.path().join("fetched");
+    let got = gh
+        .block_on(client.download_release(REPO, TAG, &dest, &ALL))
+        .unwrap();
+    assert_eq!(got, ALL.map(|n| dest.join(n)));
+    for name in ALL {
+        assert_eq!(
+            std::fs::read(dest.join(name)).unwrap(),
+            std::fs::read(dir.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let seen = gh.seen();
+    let asset_gets: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.host == Host::Api && s.path.contains("/releases/assets/"))
+        .collect();
+    assert_eq!(asset_gets.len(), 5);
+    for s in asset_gets {
+        assert_eq!(s.header("accept"), Some("application/octet-stream"));
+        assert!(s.header("authorization").is_some());
+    }
+    let objects: Vec<&Seen> = seen.iter().filter(|s| s.host == Host::Objects).collect();
+    assert_eq!(objects.len(), 5, "the redirect is followed");
+    for s in objects {
+        assert!(
+            s.header("authorization").is_none(),
+            "token sent to the download host"
+        );
+        assert!(s.query.contains("X-Amz-Signature"));
+    }
+    assert!(
+        !std::fs::read_dir(&dest).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp"))
+    );
+
+    // A missing asset is named, and nothing is downloaded.
+    gh.clear_seen();
+    let dest2 = root.path().join("fetched2");
+    let e = gh
+        .block_on(client.download_release(REPO, TAG, &dest2, &["pcr-values.json", "nope.txt"]))
+        .unwrap_err();
+    assert!(
+        matches!(&e, GitHubError::MissingAsset { name, .. } if name == "nope.txt"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("nope.txt"));
+    assert!(!gh.seen().iter().any(|s| s.host == Host::Objects));
+    let e = gh
+        .block_on(client.download_release(REPO, "v9", &dest2, &["pcr-values.json"]))
+        .unwrap_err();
+    assert!(matches!(e, GitHubError::NoRelease { .. }), "{e}");
+}
+
+#[test]
+fn record_writes_the_manifest_and_its_signature_into_manifests() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = build_dir(root.path(), true);
+    let o = eifctl_in(root.path(), &["record", dir.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let target = root.path().join("manifests/hello/0.1.0");
+    let mut names: Vec<String> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["pcr-values.json", "pcr-values.json.asc"]);
+    for name in &names {
+        assert_eq!(
+            std::fs::read(target.join(name)).unwrap(),
+            std::fs::read(dir.join(name)).unwrap()
+        );
+    }
+    // Again: nothing to do. A different signature: refused unless --replace.
+    let o = eifctl_in(root.path(), &["record", dir.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    std::fs::write(dir.join("pcr-values.json.asc"), "other\n").unwrap();
+    let o = eifctl_in(root.path(), &["record", dir.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(common::stderr(&o).contains("--replace"));
+    let o = eifctl_in(
+        root.path(),
+        &["record", "--replace", dir.to_str().unwrap()],
+        None,
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert_eq!(
+        std::fs::read(target.join("pcr-values.json.asc")).unwrap(),
+        b"other\n"
+    );
+    // Unsigned: refused.
+    std::fs::remove_file(dir.join("signer.asc")).unwrap();
+    let o = eifctl_in(root.path(), &["record", dir.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(2));
+}
