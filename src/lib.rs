@@ -19,6 +19,7 @@ pub mod eif;
 pub mod enclave;
 pub mod manifest;
 pub mod normalize;
+pub mod openpgp;
 pub mod pcr;
 pub mod ramdisk;
 pub mod recipe;
