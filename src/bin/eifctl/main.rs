@@ -30,6 +30,10 @@ enum Command {
     Diff(cmd::diff::Args),
     #[command(subcommand)]
     Blobs(cmd::blobs::Command),
+    #[command(subcommand)]
+    Key(cmd::key::Command),
+    Sign(cmd::sign::Args),
+    VerifySignature(cmd::verify_signature::Args),
 }
 
 /// What a subcommand reports when it ran to the end: success, or a checked mismatch.
@@ -49,6 +53,9 @@ fn main() -> ExitCode {
         Command::Pcr(a) => cmd::pcr::run(a),
         Command::Diff(a) => cmd::diff::run(a),
         Command::Blobs(c) => cmd::blobs::run(c),
+        Command::Key(c) => cmd::key::run(c),
+        Command::Sign(a) => cmd::sign::run(a),
+        Command::VerifySignature(a) => cmd::verify_signature::run(a),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
