@@ -464,7 +464,8 @@ fn parse_signatures(bytes: &[u8]) -> Result<Vec<Signature>, VerifyError> {
             "the signature file is empty".into(),
         ));
     }
-    let pile = PacketPile::from_bytes(bytes).map_err(|e| VerifyError::Malformed(flat(e)))?;
+    let pile = PacketPile::from_bytes(bytes)
+        .map_err(|e| VerifyError::Malformed(format!("not OpenPGP data: {}", flat(e))))?;
     let mut sigs = Vec::new();
     for packet in pile.into_children() {
         match packet {
