@@ -21,6 +21,26 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to a new file `path` with permissions `mode`, via a temporary file in the
+/// same directory: the file appears whole, with its mode, or not at all, and an existing file
+/// is never replaced (`ErrorKind::AlreadyExists`). For secrets, use mode 0600: the content is
+/// never readable by others, not even while it is written.
+pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".eifctl-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(&dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// A directory being assembled next to its final place; [`StagedDir::commit`] swaps it in.
 /// Dropped without committing, it is removed with everything in it.
 pub struct StagedDir {

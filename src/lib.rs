@@ -20,6 +20,7 @@ pub mod enclave;
 pub mod github;
 pub mod manifest;
 pub mod normalize;
+pub mod openpgp;
 pub mod pcr;
 pub mod ramdisk;
 pub mod recipe;

@@ -2,7 +2,7 @@
 
 use eifctl::eif::{ReadError, WriteError};
 
-/// A failed command: exit code 2 (usage or input) or 3 (environment), and the one-line reason.
+/// A failed command: exit code 1 (checked, does not hold), 2 (usage or input) or 3 (environment), and the one-line reason.
 pub struct Failure {
     pub code: u8,
     pub message: String,
@@ -12,6 +12,14 @@ impl Failure {
     pub fn input(message: impl Into<String>) -> Failure {
         Failure {
             code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// Checked, and it does not hold (exit 1), for commands whose verdict is an error line.
+    pub fn mismatch(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
             message: message.into(),
         }
     }

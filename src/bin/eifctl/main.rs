@@ -32,6 +32,10 @@ enum Command {
     Record(cmd::publish::RecordArgs),
     #[command(subcommand)]
     Blobs(cmd::blobs::Command),
+    #[command(subcommand)]
+    Key(cmd::key::Command),
+    Sign(cmd::sign::Args),
+    VerifySignature(cmd::verify_signature::Args),
 }
 
 /// What a subcommand reports when it ran to the end: success, or a checked mismatch.
@@ -53,6 +57,9 @@ fn main() -> ExitCode {
         Command::Publish(a) => cmd::publish::run(*a),
         Command::Record(a) => cmd::publish::run_record(a),
         Command::Blobs(c) => cmd::blobs::run(c),
+        Command::Key(c) => cmd::key::run(c),
+        Command::Sign(a) => cmd::sign::run(a),
+        Command::VerifySignature(a) => cmd::verify_signature::run(a),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

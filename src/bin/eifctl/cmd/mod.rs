@@ -8,9 +8,12 @@ pub mod build;
 pub mod build_enclave;
 pub mod describe;
 pub mod diff;
+pub mod key;
 pub mod lock;
 pub mod pcr;
 pub mod publish;
+pub mod sign;
+pub mod verify_signature;
 
 /// Prints a JSON value the way nitro-cli does: pretty, two-space indent, trailing newline.
 pub fn print_json(value: &serde_json::Value) {
