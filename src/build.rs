@@ -215,7 +215,12 @@ pub fn build(
     progress: Progress<'_>,
     on_build_event: &mut (dyn FnMut(BuildEvent) + Send),
 ) -> Result<Built, BuildError> {
-    let inputs = gather(&req.recipe_dir, req.blobs.as_deref(), req.source_date_epoch, progress)?;
+    let inputs = gather(
+        &req.recipe_dir,
+        req.blobs.as_deref(),
+        req.source_date_epoch,
+        progress,
+    )?;
     let recipe = &inputs.recipe;
     let lock = Lock::read(recipe)?;
     let mut changes = lock.base_changes(recipe).0;
@@ -594,7 +599,11 @@ pub fn source_facts(dir: &Path) -> Result<manifest::Source, BuildError> {
     let prefix = prefix.trim_end_matches('/').to_string();
     let committed = git(dir, &["rev-parse", &format!("HEAD:{prefix}")]).unwrap_or_default();
     Ok(manifest::Source {
-        path: if prefix.is_empty() { ".".into() } else { prefix },
+        path: if prefix.is_empty() {
+            ".".into()
+        } else {
+            prefix
+        },
         revision,
         dirty: tree != committed,
         tree,
@@ -614,7 +623,12 @@ pub fn tree_hash(dir: &Path) -> Result<String, BuildError> {
             .arg(&git_dir)
             .arg("--work-tree")
             .arg(dir)
-            .args(["-c", "core.excludesFile=/dev/null", "-c", "core.autocrlf=false"])
+            .args([
+                "-c",
+                "core.excludesFile=/dev/null",
+                "-c",
+                "core.autocrlf=false",
+            ])
             .args(args)
             .output()
             .map_err(|e| BuildError::Step {

@@ -298,10 +298,11 @@ impl GitHub {
                 reason: "has a query".into(),
             });
         }
-        if token.is_empty() || http::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+        // An empty token means anonymous access: enough to download a public release.
+        if !token.is_empty() && http::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
             return Err(GitHubError::TokenRefused {
                 status: 0,
-                message: "empty, or not a valid header value".into(),
+                message: "not a valid header value".into(),
             });
         }
         let gh = GitHub {
@@ -982,6 +983,9 @@ impl GitHub {
     }
 
     fn scrub(&self, text: &str) -> String {
+        if self.token.is_empty() {
+            return text.to_string();
+        }
         text.replace(&self.token, "<token>")
     }
 
@@ -1004,7 +1008,7 @@ impl GitHub {
             .set_connect_timeout(Some(Duration::from_secs(30)))
             .set_read_timeout(Some(Duration::from_secs(300)))
             .set_write_timeout(Some(Duration::from_secs(300)));
-        if auth {
+        if auth && !self.token.is_empty() {
             builder = builder.personal_token(self.token.clone());
         }
         let client = builder

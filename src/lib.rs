@@ -24,3 +24,4 @@ pub mod openpgp;
 pub mod pcr;
 pub mod ramdisk;
 pub mod recipe;
+pub mod verify;

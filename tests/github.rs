@@ -704,6 +704,22 @@ fn manifest(complete: bool) -> Manifest {
     }
 }
 
+/// One signing key for the whole test process (generating one is cheap, but why repeat it).
+fn signing_key() -> &'static eifctl::openpgp::GeneratedKey {
+    static KEY: std::sync::OnceLock<eifctl::openpgp::GeneratedKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        eifctl::openpgp::generate_key("Release <release@example.test>", None, None).unwrap()
+    })
+}
+
+/// Writes `pcr-values.json.asc`, a real detached signature over the directory's manifest.
+fn sign(dir: &Path) {
+    let data = std::fs::read(dir.join("pcr-values.json")).unwrap();
+    let sig = eifctl::openpgp::sign_detached(signing_key().secret_armored.as_bytes(), None, &data)
+        .unwrap();
+    std::fs::write(dir.join("pcr-values.json.asc"), sig).unwrap();
+}
+
 /// A build output directory as `eifctl build` + `eifctl sign` leave it.
 fn build_dir(root: &Path, complete: bool) -> PathBuf {
     let dir = root.join("out/hello/0.1.0");
@@ -713,16 +729,8 @@ fn build_dir(root: &Path, complete: bool) -> PathBuf {
         manifest(complete).to_canonical(),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("pcr-values.json.asc"),
-        "-----BEGIN PGP SIGNATURE-----\n\nfake signature\n-----END PGP SIGNATURE-----\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("signer.asc"),
-        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nfake key\n-----END PGP PUBLIC KEY BLOCK-----\n",
-    )
-    .unwrap();
+    sign(&dir);
+    std::fs::write(dir.join("signer.asc"), &signing_key().public_armored).unwrap();
     std::fs::write(dir.join("hello.eif"), common::random_bytes(7, 300_000)).unwrap();
     std::fs::write(dir.join("image.tar"), common::random_bytes(8, 20_000)).unwrap();
     dir
@@ -976,19 +984,19 @@ fn an_asset_with_different_bytes_is_refused_unless_replace() {
         let d = dir.to_str().unwrap();
         let o = eifctl_in(root.path(), &publish_args(&api, d, &[]), Some(TOKEN));
         assert!(o.status.success(), "{}", common::stderr(&o));
-        // Same size, other bytes: only the hash can tell.
-        let signer = std::fs::read_to_string(dir.join("signer.asc")).unwrap();
-        std::fs::write(
-            dir.join("signer.asc"),
-            signer.replace("fake key", "FAKE KEY"),
-        )
-        .unwrap();
+        // Same size, other bytes (a new signature, made a second later): only the hash can tell.
+        let before = std::fs::read(dir.join("pcr-values.json.asc")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        sign(&dir);
+        let after = std::fs::read(dir.join("pcr-values.json.asc")).unwrap();
+        assert_eq!(before.len(), after.len());
+        assert_ne!(before, after);
         gh.clear_seen();
         let o = eifctl_in(root.path(), &publish_args(&api, d, &[]), Some(TOKEN));
         assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
         let err = common::stderr(&o);
         assert!(
-            err.contains("signer.asc") && err.contains("--replace"),
+            err.contains("pcr-values.json.asc") && err.contains("--replace"),
             "{err}"
         );
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -1005,10 +1013,10 @@ fn an_asset_with_different_bytes_is_refused_unless_replace() {
         );
         assert!(o.status.success(), "{}", common::stderr(&o));
         let report: Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(report["replaced"], json!(["signer.asc"]));
+        assert_eq!(report["replaced"], json!(["pcr-values.json.asc"]));
         assert_eq!(
             report["unchanged"],
-            json!(["pcr-values.json", "pcr-values.json.asc"])
+            json!(["pcr-values.json", "signer.asc"])
         );
         let mutating: Vec<(String, String)> = gh
             .seen()
@@ -1020,12 +1028,12 @@ fn an_asset_with_different_bytes_is_refused_unless_replace() {
             mutating,
             [
                 ("DELETE".to_string(), String::new()),
-                ("POST".to_string(), "name=signer.asc".to_string())
+                ("POST".to_string(), "name=pcr-values.json.asc".to_string())
             ]
         );
         assert_eq!(
-            gh.asset_bytes(TAG, "signer.asc").unwrap(),
-            std::fs::read(dir.join("signer.asc")).unwrap()
+            gh.asset_bytes(TAG, "pcr-values.json.asc").unwrap(),
+            std::fs::read(dir.join("pcr-values.json.asc")).unwrap()
         );
     }
 }

@@ -36,6 +36,7 @@ enum Command {
     Key(cmd::key::Command),
     Sign(cmd::sign::Args),
     VerifySignature(cmd::verify_signature::Args),
+    Verify(Box<cmd::verify::Args>),
 }
 
 /// What a subcommand reports when it ran to the end: success, or a checked mismatch.
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
         Command::Key(c) => cmd::key::run(c),
         Command::Sign(a) => cmd::sign::run(a),
         Command::VerifySignature(a) => cmd::verify_signature::run(a),
+        Command::Verify(a) => cmd::verify::run(*a),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

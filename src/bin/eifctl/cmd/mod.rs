@@ -13,6 +13,7 @@ pub mod lock;
 pub mod pcr;
 pub mod publish;
 pub mod sign;
+pub mod verify;
 pub mod verify_signature;
 
 /// Prints a JSON value the way nitro-cli does: pretty, two-space indent, trailing newline.

@@ -138,9 +138,8 @@ fn check_publishable(dir: &Path) -> Result<Manifest, Failure> {
 
 /// Refuses a build directory that is not signed.
 ///
-/// For now this checks that `pcr-values.json.asc` and `signer.asc` are there and not empty; the
-/// integrator extends it to verify the signature over `pcr-values.json` with the OpenPGP module
-/// (and, for publishing, that the signer is one of the trusted certificates in `keys/`).
+/// Both files must be there, and the signature must hold over `pcr-values.json` with the
+/// certificate in `signer.asc`: a release never carries a signature that does not verify.
 pub fn check_signed(dir: &Path) -> Result<(), Failure> {
     for name in [SIGNATURE, SIGNER] {
         let path = dir.join(name);
@@ -160,6 +159,25 @@ pub fn check_signed(dir: &Path) -> Result<(), Failure> {
             }
         }
     }
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
+    };
+    let signer = eifctl::openpgp::Keyring::from_bytes(&read(SIGNER)?)
+        .map_err(|e| Failure::input(format!("{}: {}", dir.join(SIGNER).display(), one_line(&e))))?;
+    eifctl::openpgp::verify_detached(
+        &read("pcr-values.json")?,
+        &read(SIGNATURE)?,
+        &signer,
+        std::time::SystemTime::now(),
+    )
+    .map_err(|e| {
+        Failure::input(format!(
+            "{}: {} (with the certificate in {SIGNER})",
+            dir.join(SIGNATURE).display(),
+            one_line(&e)
+        ))
+    })?;
     Ok(())
 }
 
@@ -209,4 +227,10 @@ fn failure(e: GitHubError) -> Failure {
     } else {
         Failure::environment(one_line(&e))
     }
+}
+
+/// A client for reading releases (verify): `GITHUB_TOKEN` when set, anonymous otherwise.
+pub fn client(api_url: &str) -> Result<GitHub, Failure> {
+    let token = std::env::var("GITHUB_TOKEN").unwrap_or_default();
+    GitHub::new(api_url, token).map_err(failure)
 }
