@@ -547,7 +547,8 @@ fn verify_one(
                 .and_then(|s| s.reason_for_revocation())
                 .map(|(code, text)| {
                     let text = String::from_utf8_lossy(text);
-                    if text.trim().is_empty() {
+                    // Sequoia's generated revocations say "Unspecified" in words too.
+                    if text.trim().is_empty() || text.trim() == "Unspecified" {
                         code.to_string()
                     } else {
                         format!("{code}: {}", text.trim())

@@ -463,6 +463,25 @@ fn gpg_signatures_verify_with_eifctl_and_are_unknown_without_the_key() {
     gpg.export(&rsa, &keys.join("rsa.asc"));
     let o = verify_cli(&data, &rsa_sig, &keys);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let rsa_secret = gpg
+        .ok(&["--passphrase", "", "--armor", "--export-secret-keys", &rsa])
+        .stdout;
+    let r = openpgp::sign_detached(&rsa_secret, None, b"data");
+    assert!(
+        matches!(r, Err(openpgp::OpenPgpError::UnsupportedAlgorithm { .. })),
+        "{r:?}"
+    );
+
+    // a text-mode signature is not what eifctl verifies: malformed, exit 2
+    let text_sig = dir.path().join("text.asc");
+    gpg.detach_sign(&ed, &data, &text_sig, &["--textmode"]);
+    let o = verify_cli(&data, &text_sig, &keys);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        one_error_line(&o).contains("binary-document"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -688,6 +707,36 @@ fn expired_keys_and_signatures_do_not_verify() {
         matches!(&r, Err(VerifyError::Expired { fingerprint, .. }) if *fingerprint == key.fingerprint),
         "{r:?}"
     );
+    // a signature that expires by itself
+    {
+        use pgp::packet::signature::SignatureBuilder;
+        use pgp::parse::Parse;
+        use pgp::serialize::SerializeInto;
+        use pgp::types::SignatureType;
+        use sequoia_openpgp as pgp;
+        let cert = pgp::Cert::from_bytes(key.secret_armored.as_bytes()).unwrap();
+        let mut pair = cert
+            .primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .unwrap()
+            .into_keypair()
+            .unwrap();
+        let sig = SignatureBuilder::new(SignatureType::Binary)
+            .set_signature_validity_period(Duration::from_secs(3600))
+            .unwrap()
+            .sign_message(&mut pair, b"data")
+            .unwrap();
+        let sig = pgp::Packet::from(sig).to_vec().unwrap();
+        assert!(openpgp::verify_detached(b"data", &sig, &ring, now).is_ok());
+        let r = openpgp::verify_detached(b"data", &sig, &ring, now + Duration::from_secs(7200));
+        assert!(
+            matches!(&r, Err(VerifyError::Expired { detail, .. }) if detail.contains("signature")),
+            "{r:?}"
+        );
+    }
+
     // through the CLI: a gpg key made and used in 2020 that expired a day later
     let dir = tempfile::tempdir().unwrap();
     let data = write_manifest(dir.path());
