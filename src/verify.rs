@@ -81,7 +81,7 @@ pub enum VerifyError {
     #[error("boot blobs: {0}")]
     Blobs(String),
     #[error("rebuild: {0}")]
-    Rebuild(#[source] build::BuildError),
+    Rebuild(#[source] Box<build::BuildError>),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -148,7 +148,7 @@ pub fn verify(
         source,
     })?;
     let (recipe_dir, _checkout) = source_dir(req, &recorded, work.path())?;
-    let tree = build::tree_hash(&recipe_dir).map_err(VerifyError::Rebuild)?;
+    let tree = build::tree_hash(&recipe_dir).map_err(|e| VerifyError::Rebuild(Box::new(e)))?;
     if tree != recorded.inputs.source.tree {
         return Err(VerifyError::Source(format!(
             "{} has tree {}, the release records {} (revision {}{})",
@@ -206,7 +206,7 @@ pub fn verify(
                 "the blobs given are not the ones the release's lock pins: {changes}"
             )));
         }
-        Err(e) => return Err(VerifyError::Rebuild(e)),
+        Err(e) => return Err(VerifyError::Rebuild(Box::new(e))),
     };
     let m = &rebuilt.manifest;
 
@@ -242,10 +242,10 @@ pub fn verify(
         (Some(published), false, Some(e)) => {
             let a = EifFile::open(published).map_err(|e| VerifyError::Blobs(e.to_string()))?;
             let b = EifFile::open(rebuilt.dir.join(&e.file)).map_err(|e| {
-                VerifyError::Rebuild(build::BuildError::Step {
+                VerifyError::Rebuild(Box::new(build::BuildError::Step {
                     step: "reading the rebuilt EIF".into(),
                     message: e.to_string(),
-                })
+                }))
             })?;
             crate::diff::diff(&a, &b).ok()
         }

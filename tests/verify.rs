@@ -287,3 +287,69 @@ fn a_release_verifies_by_rebuild_and_every_tampering_has_its_verdict() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("init sha384"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_published_release_verifies_from_the_release_on_a_clean_output_directory() {
+    let r = release();
+    let gh = common::fake_github::FakeGitHub::start(true);
+    let api = gh.api_url();
+    let token = common::fake_github::TOKEN;
+    let publish = eifctl_in(
+        &r.root,
+        &[
+            "publish",
+            "--repo",
+            "acme/enclaves",
+            "--tag",
+            "v0.1.0",
+            "--api-url",
+            &api,
+            "--with-eif",
+            r.out.to_str().unwrap(),
+        ],
+        &[("GITHUB_TOKEN", token), ("EIFCTL_GITHUB_BACKOFF_MS", "1")],
+    );
+    assert!(publish.status.success(), "publish: {}", stderr(&publish));
+    assert!(
+        r.root
+            .join("manifests/hello/0.1.0/pcr-values.json.asc")
+            .exists(),
+        "recorded in manifests/"
+    );
+    std::fs::remove_dir_all(r.root.join("out")).unwrap();
+
+    let args = [
+        "verify",
+        "--repo",
+        "acme/enclaves",
+        "--tag",
+        "v0.1.0",
+        "--api-url",
+        &api,
+        "--keyring",
+        r.keys.to_str().unwrap(),
+    ];
+    // The fake answers only with the token (like a private repository on GitHub).
+    let o = eifctl_in(&r.root, &args, &[("GITHUB_TOKEN", token)]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("VERIFIED"), "{}", stdout(&o));
+
+    // The recorded copy in manifests/ verifies offline too, with the published EIF's blobs.
+    let m = r.root.join("manifests/hello/0.1.0");
+    let eif = r.root.join("../published.eif");
+    std::fs::write(&eif, gh.asset_bytes("v0.1.0", "hello.eif").unwrap()).unwrap();
+    let o = verify(
+        &r,
+        &m.join("pcr-values.json"),
+        &m.join("pcr-values.json.asc"),
+        &["--eif", eif.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["matches"], true);
+    assert_eq!(
+        report["checks"].as_array().unwrap().len(),
+        4,
+        "PCR0, PCR1, PCR2 and the EIF hash"
+    );
+}

@@ -2,6 +2,7 @@
 //! (in `images`) Docker images made without a registry.
 #![allow(dead_code)]
 
+pub mod fake_github;
 pub mod images;
 pub mod registry;
 

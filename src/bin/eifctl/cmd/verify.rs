@@ -104,7 +104,7 @@ pub fn run(args: Args) -> Result<Outcome, Failure> {
             eprintln!("NOT VERIFIED: {}", one_line(&e));
             return Ok(Outcome::Mismatch);
         }
-        Err(VerifyError::Rebuild(b)) => return Err(super::build::failure(b)),
+        Err(VerifyError::Rebuild(b)) => return Err(super::build::failure(*b)),
         Err(e) => return Err(Failure::input(one_line(&e))),
     };
     if args.json {
