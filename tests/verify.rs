@@ -353,3 +353,72 @@ fn a_published_release_verifies_from_the_release_on_a_clean_output_directory() {
         "PCR0, PCR1, PCR2 and the EIF hash"
     );
 }
+
+#[test]
+fn a_signed_manifest_for_other_code_is_explained_down_to_the_changed_file() {
+    let r = release();
+    // The publisher builds from a modified tree but signs a manifest that claims the recorded
+    // (clean) source: the rebuild from that source cannot reproduce its PCRs.
+    let clean: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.out.join("pcr-values.json")).unwrap()).unwrap();
+    std::fs::write(
+        r.root.join("recipes/hello/app/message.txt"),
+        "version two\n",
+    )
+    .unwrap();
+    let b = r.blobs.to_str().unwrap();
+    ok(
+        eifctl_in(
+            &r.root,
+            &["build", "recipes/hello", "--blobs", b, "--out", "modified"],
+            &[],
+        ),
+        "modified build",
+    );
+    git(&r.root, "checkout -q -- recipes/hello/app/message.txt");
+    let modified_dir = r.root.join("modified/hello/0.1.0");
+    let modified: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(modified_dir.join("pcr-values.json")).unwrap())
+            .unwrap();
+    let mut claimed = clean.clone();
+    claimed["pcrs"] = modified["pcrs"].clone();
+    claimed["eif"] = modified["eif"].clone();
+    let held = r.root.join("../claimed");
+    std::fs::create_dir_all(&held).unwrap();
+    std::fs::write(
+        held.join("pcr-values.json"),
+        eifctl::manifest::canonical_json(&claimed),
+    )
+    .unwrap();
+    ok(
+        eifctl_in(
+            &r.root,
+            &[
+                "sign",
+                held.join("pcr-values.json").to_str().unwrap(),
+                "--key",
+                r.root.join("../secret/signing-key.asc").to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "sign the claimed manifest",
+    );
+    let o = verify(
+        &r,
+        &held.join("pcr-values.json"),
+        &held.join("pcr-values.json.asc"),
+        &["--eif", modified_dir.join("hello.eif").to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("PCR1        match"), "{text}");
+    assert!(
+        text.contains("PCR2        MISMATCH") && text.contains("PCR0        MISMATCH"),
+        "{text}"
+    );
+    assert!(
+        text.contains("~ rootfs/app/message.txt: content sha256"),
+        "{text}"
+    );
+    assert!(text.contains("NOT VERIFIED"), "{text}");
+}
