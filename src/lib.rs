@@ -25,3 +25,19 @@ pub mod pcr;
 pub mod ramdisk;
 pub mod recipe;
 pub mod verify;
+
+/// An error and its causes on one line, each cause once: the form every eifctl error takes on
+/// the terminal.
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s.replace('\n', " ")
+}

@@ -32,20 +32,7 @@ impl Failure {
     }
 }
 
-/// Errors are reported as one line: the chain of causes joined with ": ".
-pub fn one_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s.replace('\n', " ")
-}
+pub use eifctl::one_line;
 
 impl From<ReadError> for Failure {
     fn from(e: ReadError) -> Failure {
