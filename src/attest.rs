@@ -431,6 +431,14 @@ impl Document {
         UNIX_EPOCH + Duration::from_millis(self.timestamp_ms)
     }
 
+    /// The document's time, RFC 3339 with milliseconds (never panics, whatever the value).
+    pub fn timestamp_rfc3339(&self) -> String {
+        let ms = self.timestamp_ms;
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .map(crate::eif::rfc3339_utc)
+            .unwrap_or_else(|_| format!("@{ms} ms"))
+    }
+
     /// Runs every check that applies (cose, signature, chain, validity, freshness, pcrN,
     /// debug, nonce), in that order.
     pub fn check(&self, opts: &Options) -> Vec<Check> {

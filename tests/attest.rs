@@ -749,6 +749,16 @@ fn documents_made_by_a_test_chain_get_one_verdict_per_failure() {
     assert_eq!(run.code, 1);
     assert!(run.line("nonce").contains("no nonce"), "{}", run.stdout);
 
+    // A timestamp far beyond any calendar: checked, not a crash.
+    let run = verify_made(
+        &pki,
+        &sign_doc(fields(&pki, u64::MAX, None), &pki.leaf_key, -35),
+        &["--max-age", "60"],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.verdict("validity"), Some(false));
+    assert_eq!(run.verdict("freshness"), Some(false));
+
     // Not ES384 in the protected header.
     let run = verify_made(
         &pki,

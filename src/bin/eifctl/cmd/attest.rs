@@ -131,12 +131,7 @@ fn verify(args: VerifyArgs) -> Result<Outcome, Failure> {
             .map_err(|e| Failure::input(format!("--keyring: {}", one_line(&e))))?;
         let sig_name = sig_path.display();
         checks.push(
-            match openpgp::verify_detached(
-                &manifest_bytes,
-                &sig,
-                &ring,
-                opts.at.unwrap_or(opts.now),
-            ) {
+            match openpgp::verify_detached(&manifest_bytes, &sig, &ring, opts.now) {
                 Ok(v) => Check::pass(
                     "manifest-signature",
                     format!("good signature by {}", v.fingerprint),
@@ -158,7 +153,7 @@ fn verify(args: VerifyArgs) -> Result<Outcome, Failure> {
         println!(
             "{doc_name}: module {} at {}",
             doc.module_id,
-            eifctl::eif::rfc3339_utc(time::OffsetDateTime::from(doc.timestamp()))
+            doc.timestamp_rfc3339()
         );
         for c in &checks {
             println!(
