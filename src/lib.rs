@@ -6,6 +6,7 @@
 //! Every module streams: an EIF or a root filesystem is never held in memory whole.
 
 pub mod atomic;
+pub mod attest;
 pub mod base;
 pub mod blobs;
 pub mod build;

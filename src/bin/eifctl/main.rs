@@ -37,6 +37,8 @@ enum Command {
     Sign(cmd::sign::Args),
     VerifySignature(cmd::verify_signature::Args),
     Verify(Box<cmd::verify::Args>),
+    #[command(subcommand)]
+    Attest(cmd::attest::Command),
 }
 
 /// What a subcommand reports when it ran to the end: success, or a checked mismatch.
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Sign(a) => cmd::sign::run(a),
         Command::VerifySignature(a) => cmd::verify_signature::run(a),
         Command::Verify(a) => cmd::verify::run(*a),
+        Command::Attest(c) => cmd::attest::run(c),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 use crate::failure::{Failure, one_line};
 
 pub mod assemble;
+pub mod attest;
 pub mod blobs;
 pub mod build;
 pub mod build_enclave;
