@@ -2,6 +2,8 @@
 //! beside the repository) and documents made here by a test CA chain (the `openssl` command
 //! line), one for each way a document can fail.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,9 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ciborium::value::Value;
 use eifctl::attest::{Document, sig_structure};
-use eifctl::manifest::{
-    Base, Blobs, DockerImage, EifFacts, EnclaveConfig, Inputs, Manifest, PLATFORM, SCHEMA, Source,
-};
 use eifctl::pcr::Pcr;
 use tempfile::TempDir;
 
@@ -33,64 +32,9 @@ fn fixtures() -> PathBuf {
 
 fn manifest_bytes(pcrs: &BTreeMap<u64, Vec<u8>>) -> Vec<u8> {
     let pcr = |b: &[u8]| Pcr(b.try_into().expect("48 bytes"));
-    Manifest {
-        schema: SCHEMA.into(),
-        name: "hello".into(),
-        version: "0.1.0".into(),
-        platform: PLATFORM.into(),
-        arch: "x86_64".into(),
-        complete: true,
-        pcrs: pcrs.iter().map(|(k, v)| (k.to_string(), pcr(v))).collect(),
-        enclave_config: EnclaveConfig {
-            memory_mib: 512,
-            cpu_count: 2,
-            debug_mode: false,
-        },
-        build_date: "2023-11-14".into(),
-        instance_type: None,
-        docker_image: DockerImage {
-            name: "hello".into(),
-            tag: "0.1.0".into(),
-            digest: format!("sha256:{}", "a".repeat(64)),
-            archive: "image.tar".into(),
-            archive_sha256: "b".repeat(64),
-        },
-        eif: Some(EifFacts {
-            file: "hello.eif".into(),
-            size: 1234,
-            sha256: "c".repeat(64),
-            sha384: "d".repeat(96),
-        }),
-        inputs: Inputs {
-            source: Source {
-                path: "recipes/hello".into(),
-                revision: "e".repeat(40),
-                tree: "f".repeat(40),
-                dirty: false,
-            },
-            bases: [(
-                "builder".to_string(),
-                Base {
-                    image_id: format!("sha256:{}", "1".repeat(64)),
-                    registry_digest: None,
-                    spec: "2".repeat(64),
-                },
-            )]
-            .into_iter()
-            .collect(),
-            blobs: Some(Blobs {
-                kernel_sha384: "3".repeat(96),
-                init_sha384: "4".repeat(96),
-                nsm_sha384: "5".repeat(96),
-                cmdline: "console=ttyS0".into(),
-            }),
-            source_date_epoch: 1_700_000_000,
-            context_sha256: "6".repeat(64),
-            prepared_sha256: None,
-            eifctl_version: "0.1.0".into(),
-        },
-    }
-    .to_canonical()
+    let mut m = common::sample_manifest(true);
+    m.pcrs = pcrs.iter().map(|(k, v)| (k.to_string(), pcr(v))).collect();
+    m.to_canonical()
 }
 
 struct Run {

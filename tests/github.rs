@@ -11,14 +11,11 @@ mod common;
 
 use common::fake_github::*;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use eifctl::github::{GitHubError, PublishOptions, release_notes};
-use eifctl::manifest::*;
-use eifctl::pcr::Pcr;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -27,61 +24,6 @@ const TAG: &str = "v0.1.0";
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
-
-fn manifest(complete: bool) -> Manifest {
-    let pcr = |b: &[u8]| Pcr::of_bytes(b);
-    let mut pcrs: BTreeMap<String, Pcr> = [("0", pcr(b"0")), ("1", pcr(b"1")), ("2", pcr(b"2"))]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    if !complete {
-        pcrs.remove("0");
-        pcrs.remove("1");
-    }
-    Manifest {
-        schema: SCHEMA.into(),
-        name: "hello".into(),
-        version: "0.1.0".into(),
-        platform: PLATFORM.into(),
-        arch: "x86_64".into(),
-        complete,
-        pcrs,
-        enclave_config: EnclaveConfig {
-            memory_mib: 512,
-            cpu_count: 2,
-            debug_mode: false,
-        },
-        build_date: build_date(1_700_000_000),
-        instance_type: Some("c5.xlarge".into()),
-        docker_image: DockerImage {
-            name: "hello".into(),
-            tag: "0.1.0".into(),
-            digest: format!("sha256:{}", "a".repeat(64)),
-            archive: "image.tar".into(),
-            archive_sha256: "b".repeat(64),
-        },
-        eif: complete.then(|| EifFacts {
-            file: "hello.eif".into(),
-            size: 1234,
-            sha256: "c".repeat(64),
-            sha384: "d".repeat(96),
-        }),
-        inputs: Inputs {
-            source: Source {
-                path: "recipes/hello".into(),
-                revision: "e".repeat(40),
-                tree: "f".repeat(40),
-                dirty: false,
-            },
-            bases: BTreeMap::new(),
-            blobs: None,
-            source_date_epoch: 1_700_000_000,
-            context_sha256: "6".repeat(64),
-            prepared_sha256: None,
-            eifctl_version: "0.1.0".into(),
-        },
-    }
-}
 
 /// One signing key for the whole test process (generating one is cheap, but why repeat it).
 fn signing_key() -> &'static eifctl::openpgp::GeneratedKey {
@@ -105,7 +47,7 @@ fn build_dir(root: &Path, complete: bool) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("pcr-values.json"),
-        manifest(complete).to_canonical(),
+        common::sample_manifest(complete).to_canonical(),
     )
     .unwrap();
     sign(&dir);
@@ -127,7 +69,7 @@ fn opts(with_eif: bool, replace: bool) -> PublishOptions {
     PublishOptions {
         with_eif,
         replace,
-        notes: release_notes(&manifest(true), REPO, TAG),
+        notes: release_notes(&common::sample_manifest(true), REPO, TAG),
         ..PublishOptions::default()
     }
 }
@@ -243,7 +185,7 @@ fn publish_creates_the_release_uploads_every_asset_and_records_the_manifest() {
     assert_eq!(create["draft"], false);
     assert_eq!(create["prerelease"], true);
     let notes = create["body"].as_str().unwrap();
-    let m = manifest(true);
+    let m = common::sample_manifest(true);
     for idx in ["0", "1", "2"] {
         assert!(
             notes.contains(&format!("| PCR{idx} | `{}` |", m.pcrs[idx])),
@@ -349,7 +291,7 @@ fn different_notes_on_an_existing_release_are_updated_with_patch() {
     );
     assert_eq!(
         mutating[0].json.as_ref().unwrap()["body"],
-        json!(release_notes(&manifest(true), REPO, TAG))
+        json!(release_notes(&common::sample_manifest(true), REPO, TAG))
     );
 }
 
@@ -685,14 +627,21 @@ fn unsigned_incomplete_or_unauthenticated_publishing_is_refused_before_any_reque
         "pcr-values.json.asc",
     );
     check(
-        &|d| std::fs::write(d.join("pcr-values.json"), manifest(false).to_canonical()).unwrap(),
+        &|d| {
+            std::fs::write(
+                d.join("pcr-values.json"),
+                common::sample_manifest(false).to_canonical(),
+            )
+            .unwrap()
+        },
         Some(TOKEN),
         2,
         "incomplete",
     );
     check(
         &|d| {
-            let v: Value = serde_json::from_slice(&manifest(true).to_canonical()).unwrap();
+            let v: Value =
+                serde_json::from_slice(&common::sample_manifest(true).to_canonical()).unwrap();
             std::fs::write(d.join("pcr-values.json"), serde_json::to_vec(&v).unwrap()).unwrap()
         },
         Some(TOKEN),

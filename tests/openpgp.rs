@@ -10,11 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use common::{stderr, stdout};
-use eifctl::manifest::{
-    self, Base, Blobs, DockerImage, EifFacts, EnclaveConfig, Inputs, Manifest, Source,
-};
+use eifctl::manifest::Manifest;
 use eifctl::openpgp::{self, Keyring, VerifyError};
-use eifctl::pcr::Pcr;
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -44,67 +41,7 @@ fn code(o: &Output) -> i32 {
 
 /// A complete manifest, as `eifctl build` writes one.
 fn manifest() -> Manifest {
-    let pcr = |b: &[u8]| Pcr::of_bytes(b);
-    Manifest {
-        schema: manifest::SCHEMA.into(),
-        name: "hello".into(),
-        version: "0.1.0".into(),
-        platform: manifest::PLATFORM.into(),
-        arch: "x86_64".into(),
-        complete: true,
-        pcrs: [("0", pcr(b"0")), ("1", pcr(b"1")), ("2", pcr(b"2"))]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        enclave_config: EnclaveConfig {
-            memory_mib: 512,
-            cpu_count: 2,
-            debug_mode: false,
-        },
-        build_date: manifest::build_date(1_700_000_000),
-        instance_type: None,
-        docker_image: DockerImage {
-            name: "hello".into(),
-            tag: "0.1.0".into(),
-            digest: format!("sha256:{}", "a".repeat(64)),
-            archive: "image.tar".into(),
-            archive_sha256: "b".repeat(64),
-        },
-        eif: Some(EifFacts {
-            file: "hello.eif".into(),
-            size: 1234,
-            sha256: "c".repeat(64),
-            sha384: "d".repeat(96),
-        }),
-        inputs: Inputs {
-            source: Source {
-                path: "recipes/hello".into(),
-                revision: "e".repeat(40),
-                tree: "f".repeat(40),
-                dirty: false,
-            },
-            bases: [(
-                "builder".to_string(),
-                Base {
-                    image_id: format!("sha256:{}", "1".repeat(64)),
-                    registry_digest: None,
-                    spec: "2".repeat(64),
-                },
-            )]
-            .into_iter()
-            .collect(),
-            blobs: Some(Blobs {
-                kernel_sha384: "3".repeat(96),
-                init_sha384: "4".repeat(96),
-                nsm_sha384: "5".repeat(96),
-                cmdline: "console=ttyS0".into(),
-            }),
-            source_date_epoch: 1_700_000_000,
-            context_sha256: "6".repeat(64),
-            prepared_sha256: None,
-            eifctl_version: "0.1.0".into(),
-        },
-    }
+    common::sample_manifest(true)
 }
 
 /// Writes the complete manifest as `dir/pcr-values.json`.

@@ -9,8 +9,14 @@ pub mod registry;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use std::collections::BTreeMap;
+
 use eifctl::cpio;
 use eifctl::eif::{Arch, BuildInfo, EifBuilder, Metadata, Source, Written};
+use eifctl::manifest::{
+    self, DockerImage, EifFacts, EnclaveConfig, Inputs, Manifest, PLATFORM, SCHEMA, build_date,
+};
+use eifctl::pcr::Pcr;
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -137,4 +143,60 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// A canonical manifest as `eifctl build` writes one (complete, or without PCR0/PCR1 and EIF).
+pub fn sample_manifest(complete: bool) -> Manifest {
+    let pcr = |b: &[u8]| Pcr::of_bytes(b);
+    let mut pcrs: BTreeMap<String, Pcr> = [("0", pcr(b"0")), ("1", pcr(b"1")), ("2", pcr(b"2"))]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    if !complete {
+        pcrs.remove("0");
+        pcrs.remove("1");
+    }
+    Manifest {
+        schema: SCHEMA.into(),
+        name: "hello".into(),
+        version: "0.1.0".into(),
+        platform: PLATFORM.into(),
+        arch: "x86_64".into(),
+        complete,
+        pcrs,
+        enclave_config: EnclaveConfig {
+            memory_mib: 512,
+            cpu_count: 2,
+            debug_mode: false,
+        },
+        build_date: build_date(1_700_000_000),
+        instance_type: Some("c5.xlarge".into()),
+        docker_image: DockerImage {
+            name: "hello".into(),
+            tag: "0.1.0".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            archive: "image.tar".into(),
+            archive_sha256: "b".repeat(64),
+        },
+        eif: complete.then(|| EifFacts {
+            file: "hello.eif".into(),
+            size: 1234,
+            sha256: "c".repeat(64),
+            sha384: "d".repeat(96),
+        }),
+        inputs: Inputs {
+            source: manifest::Source {
+                path: "recipes/hello".into(),
+                revision: "e".repeat(40),
+                tree: "f".repeat(40),
+                dirty: false,
+            },
+            bases: BTreeMap::new(),
+            blobs: None,
+            source_date_epoch: 1_700_000_000,
+            context_sha256: "6".repeat(64),
+            prepared_sha256: None,
+            eifctl_version: "0.1.0".into(),
+        },
+    }
 }
