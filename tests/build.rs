@@ -20,23 +20,7 @@ struct Repo {
 fn repo() -> Repo {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("repo");
-    let recipe = root.join("recipes/hello");
-    std::fs::create_dir_all(recipe.join("app")).unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipes/hello");
-    for f in [
-        "Dockerfile",
-        ".dockerignore",
-        "app/hello.sh",
-        "app/message.txt",
-    ] {
-        std::fs::copy(fixture.join(f), recipe.join(f)).unwrap();
-    }
-    let (archive, _) = images::base_archive();
-    std::fs::write(recipe.join("base.tar"), &archive).unwrap();
-    let toml = std::fs::read_to_string(fixture.join("recipe.toml.in"))
-        .unwrap()
-        .replace("@BASE_SHA256@", &images::sha256_hex(&archive));
-    std::fs::write(recipe.join("recipe.toml"), toml).unwrap();
+    let recipe = write_fixture_recipe(&root);
     sh(&format!(
         "cd {} && git init -q && git -c user.name=t -c user.email=t@t add -A && git -c user.name=t -c user.email=t@t commit -qm fixture",
         root.display()

@@ -49,23 +49,7 @@ fn release() -> Release {
     rt.block_on(images::base_image(&docker));
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("repo");
-    let recipe = root.join("recipes/hello");
-    std::fs::create_dir_all(recipe.join("app")).unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipes/hello");
-    for f in [
-        "Dockerfile",
-        ".dockerignore",
-        "app/hello.sh",
-        "app/message.txt",
-    ] {
-        std::fs::copy(fixture.join(f), recipe.join(f)).unwrap();
-    }
-    let (archive, _) = images::base_archive();
-    std::fs::write(recipe.join("base.tar"), &archive).unwrap();
-    let toml = std::fs::read_to_string(fixture.join("recipe.toml.in"))
-        .unwrap()
-        .replace("@BASE_SHA256@", &images::sha256_hex(&archive));
-    std::fs::write(recipe.join("recipe.toml"), toml).unwrap();
+    write_fixture_recipe(&root);
     std::fs::write(root.join(".gitignore"), "/out\n").unwrap();
     git(&root, "init -q");
     let blobs = dir.path().join("blobs");

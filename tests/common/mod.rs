@@ -200,3 +200,26 @@ pub fn sample_manifest(complete: bool) -> Manifest {
         },
     }
 }
+
+/// Writes the fixture recipe (`tests/fixtures/recipes/hello`) into `root/recipes/hello`, with
+/// its base archive made here (no registry) and its recipe.toml pinning that archive's hash.
+pub fn write_fixture_recipe(root: &Path) -> PathBuf {
+    let recipe = root.join("recipes/hello");
+    std::fs::create_dir_all(recipe.join("app")).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipes/hello");
+    for f in [
+        "Dockerfile",
+        ".dockerignore",
+        "app/hello.sh",
+        "app/message.txt",
+    ] {
+        std::fs::copy(fixture.join(f), recipe.join(f)).unwrap();
+    }
+    let (archive, _) = images::base_archive();
+    std::fs::write(recipe.join("base.tar"), &archive).unwrap();
+    let toml = std::fs::read_to_string(fixture.join("recipe.toml.in"))
+        .unwrap()
+        .replace("@BASE_SHA256@", &images::sha256_hex(&archive));
+    std::fs::write(recipe.join("recipe.toml"), toml).unwrap();
+    recipe
+}
