@@ -41,11 +41,11 @@ pub struct VerifyArgs {
     pub url: Option<String>,
     /// With --url: also trust this CA (PEM, one or more certificates) for the server's TLS
     /// certificate, besides the platform's roots (SSL_CERT_FILE/SSL_CERT_DIR when set).
-    #[arg(long, value_name = "PEM", requires = "url")]
+    #[arg(long, value_name = "PEM", conflicts_with = "document")]
     pub ca_cert: Vec<PathBuf>,
     /// With --url: allow a plain http:// URL. The document stays authenticated end to end (AWS's
     /// signature, the fresh nonce), but anyone on the path sees and can block the exchange.
-    #[arg(long, requires = "url")]
+    #[arg(long, conflicts_with = "document")]
     pub allow_http: bool,
     /// With --url: give up after this many seconds (the whole exchange; each connection attempt
     /// at most 10 s).
