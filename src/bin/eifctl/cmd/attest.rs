@@ -28,7 +28,8 @@ pub enum Command {
 /// With --url, the document comes from a running enclave's proof server: eifctl sends
 /// GET URL?nonce=<32 random bytes, hex> over HTTPS and checks the answer like a file, the nonce
 /// always (it must be the one sent) and its age always (--max-age, 300 s unless given). Exit 3
-/// when the server cannot be reached (connect, TLS, timeout), 1 when it answers other than 200.
+/// when the server cannot be reached (connect, TLS, timeout), 1 when it answers other than 200,
+/// 2 when its answer is not the JSON document.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["document", "url"])))]
 pub struct VerifyArgs {
@@ -49,7 +50,8 @@ pub struct VerifyArgs {
     pub allow_http: bool,
     /// With --url: give up after this many seconds (the whole exchange; each connection attempt
     /// at most 10 s).
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// The release's pcr-values.json (canonical).
     #[arg(long)]
@@ -130,7 +132,7 @@ fn fetch(args: &VerifyArgs, base: &str) -> Result<(Vec<u8>, Fetched), Failure> {
     let mut fetcher =
         Fetcher::new(&extra).map_err(|e| Failure::input(format!("--ca-cert: {e}")))?;
     fetcher.allow_http = args.allow_http;
-    fetcher.timeout = Duration::from_secs(args.timeout.max(1));
+    fetcher.timeout = Duration::from_secs(args.timeout);
     fetcher.connect_timeout = fetch::CONNECT_TIMEOUT.min(fetcher.timeout);
     fetcher.max_body = MAX_RESPONSE;
     fetcher.check_url(&parsed).map_err(|e| usage(&e))?;
