@@ -65,26 +65,11 @@ pub enum FetchError {
     TooLarge { limit: usize },
 }
 
-impl FetchError {
-    /// Whether the environment failed (network, TLS, timeout), as opposed to the input.
-    pub fn is_environment(&self) -> bool {
-        matches!(
-            self,
-            FetchError::Transport { .. } | FetchError::Timeout { .. }
-        )
-    }
-}
-
 fn transport(step: Step, e: impl std::fmt::Display) -> FetchError {
     FetchError::Transport {
         step,
-        detail: one_line_display(&e),
+        detail: e.to_string().replace('\n', " "),
     }
-}
-
-/// A rustls error arrives wrapped in io::Error; show the innermost reason once.
-fn one_line_display(e: &dyn std::fmt::Display) -> String {
-    e.to_string().replace('\n', " ")
 }
 
 /// A response: the status, the headers and the whole body (at most the cap).
