@@ -54,6 +54,8 @@ pub enum AttestError {
     Empty,
     #[error("not raw CBOR, base64 or {{\"attestation_document\": \"<base64>\"}}: {0}")]
     Encoding(String),
+    #[error("response: {0}")]
+    Response(String),
     #[error("cose: {0}")]
     Cose(String),
     #[error("payload: {0}")]
@@ -182,6 +184,27 @@ pub fn decode_input(input: &[u8]) -> Result<Vec<u8>, AttestError> {
         }
         Some(_) => decode_base64(input)?,
     };
+    if bytes.is_empty() {
+        return Err(AttestError::Empty);
+    }
+    if bytes.len() > MAX_DOCUMENT {
+        return Err(AttestError::TooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// The document from a proof server's answer, which is only ever the JSON
+/// `{"attestation_document": "<base64>"}` (not raw CBOR nor bare base64, unlike a file).
+pub fn decode_response(body: &[u8]) -> Result<Vec<u8>, AttestError> {
+    let response = |m: String| AttestError::Response(m);
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| response(format!("not JSON: {e}")))?;
+    let text = v
+        .get("attestation_document")
+        .and_then(|d| d.as_str())
+        .ok_or_else(|| response("JSON without an \"attestation_document\" string".into()))?;
+    let bytes = decode_base64(text.as_bytes())
+        .map_err(|e| response(format!("attestation_document: {e}")))?;
     if bytes.is_empty() {
         return Err(AttestError::Empty);
     }
@@ -787,5 +810,24 @@ mod tests {
         );
         assert!(decode_input(b"{}").is_err());
         assert!(decode_input(b"   ").is_err());
+    }
+
+    #[test]
+    fn a_response_is_the_json_form_only() {
+        let raw = [0x84u8, 0x40, 0xa0, 0x40, 0x40];
+        assert_eq!(
+            decode_response(br#"{"attestation_document": "hECgQEA="}"#).unwrap(),
+            raw
+        );
+        for (body, needle) in [
+            (&b"hECgQEA="[..], "not JSON"),
+            (&raw[..], "not JSON"),
+            (br#"{"error": "x"}"#, "attestation_document"),
+            (br#"{"attestation_document": 1}"#, "attestation_document"),
+            (br#"{"attestation_document": "%%"}"#, "base64"),
+        ] {
+            let e = decode_response(body).unwrap_err().to_string();
+            assert!(e.starts_with("response: ") && e.contains(needle), "{e}");
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod docker;
 pub mod dtar;
 pub mod eif;
 pub mod enclave;
+pub mod fetch;
 pub mod github;
 pub mod manifest;
 pub mod normalize;

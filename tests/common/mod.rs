@@ -2,8 +2,10 @@
 //! (in `images`) Docker images made without a registry.
 #![allow(dead_code)]
 
+pub mod attestation;
 pub mod fake_github;
 pub mod images;
+pub mod proof_server;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
